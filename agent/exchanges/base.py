@@ -1,0 +1,69 @@
+"""What every venue adapter offers the venue-neutral parts of the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.core.observations import MarkPriceObs, PositionObs
+
+
+@dataclass(frozen=True)
+class ApiCredentials:
+    """An API key pair. The secret never shows in ``repr`` (logs, tracebacks)."""
+
+    api_key: str
+    api_secret: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"ApiCredentials(api_key={redact(self.api_key)!r}, api_secret='***')"
+
+
+def redact(value: str) -> str:
+    """Show enough of a key to recognise it, never enough to use it."""
+    return value[:4] + "***" if len(value) > 8 else "***"
+
+
+@dataclass(frozen=True)
+class ResolvedEndpoints:
+    """The URLs one exchange pipeline talks to, after environment defaults and overrides.
+
+    ``ws_public_url`` is Bybit's full category URL or Binance's routed ``/market`` base.
+    """
+
+    rest_url: str
+    ws_public_url: str
+    ws_private_url: str
+
+
+@dataclass
+class RestApiStatus:
+    """What ``/status`` shows of a venue's REST side."""
+
+    clock_offset_ms: float = 0.0
+    rate_limit_remaining_ratio: float | None = None
+    backoff_until_unix_s: float = 0.0
+    last_error: str | None = None
+
+
+class VenueRestApi(Protocol):
+    """REST access to one account on one venue. Raises ``agent.transport.errors.RestError`` subclasses."""
+
+    venue: str
+    status: RestApiStatus
+
+    async def start(self) -> None:
+        """Open the HTTP session and measure the server-time offset."""
+
+    async def close(self) -> None:
+        """Close the HTTP session; safe to call twice or without ``start``."""
+
+    async def sync_clock(self) -> float:
+        """Measure and store the server-time offset; returns it in milliseconds."""
+
+    async def fetch_positions(self) -> list[PositionObs]:
+        """A complete snapshot of the account's positions (all pages); flat rows may be omitted."""
+
+    async def fetch_mark_prices(self, symbols: Sequence[str]) -> list[MarkPriceObs]:
+        """Mark prices of ``symbols`` (every symbol of the category when empty)."""

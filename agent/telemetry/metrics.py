@@ -1,0 +1,84 @@
+"""Every Prometheus metric of the agent, defined once on an injected registry.
+
+Names follow Prometheus conventions: base units, ``_total`` for counters,
+``_seconds``/``_ratio``/``_timestamp_seconds`` suffixes, bounded labels and no
+``symbol`` label. Tests build a fresh ``CollectorRegistry`` per agent.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from agent import __version__
+
+_DURATION_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The agent's metric families. One instance per agent (and per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Info("feedagent_build", "Build of the running agent.", registry=r)
+        self.build_info.info({"version": __version__})
+
+        # REST transport
+        self.rest_requests = Counter(
+            "feedagent_rest_requests", "REST requests sent to an exchange, by endpoint and outcome.",
+            ["exchange", "endpoint", "outcome"], registry=r)
+        self.rest_request_duration = Histogram(
+            "feedagent_rest_request_duration_seconds", "Duration of REST requests, by endpoint.",
+            ["exchange", "endpoint"], buckets=_DURATION_BUCKETS_SECONDS, registry=r)
+        self.rest_rate_limit_remaining_ratio = Gauge(
+            "feedagent_rest_rate_limit_remaining_ratio",
+            "Share of the venue's request budget left, as read from its rate-limit headers (1 = untouched).",
+            ["exchange"], registry=r)
+        self.rest_backoff_until = Gauge(
+            "feedagent_rest_backoff_until_timestamp_seconds",
+            "Unix time until which REST calls are held back (rate limit or ban); 0 when none.",
+            ["exchange"], registry=r)
+        self.clock_offset = Gauge(
+            "feedagent_clock_offset_seconds", "Exchange server time minus local time.", ["exchange"], registry=r)
+
+        # Polling sources
+        self.polls = Counter(
+            "feedagent_polls", "REST polls, by kind (positions, prices) and outcome.",
+            ["exchange", "kind", "outcome"], registry=r)
+        self.poll_duration = Histogram(
+            "feedagent_poll_duration_seconds", "Duration of a whole REST poll (all pages).",
+            ["exchange", "kind"], buckets=_DURATION_BUCKETS_SECONDS, registry=r)
+        self.last_successful_poll = Gauge(
+            "feedagent_last_successful_poll_timestamp_seconds", "Unix time of the last successful poll.",
+            ["exchange", "kind"], registry=r)
+
+        # Messages and events
+        self.messages_malformed = Counter(
+            "feedagent_messages_malformed", "Exchange messages (rows or frames) that could not be parsed and were skipped.",
+            ["exchange", "source"], registry=r)
+        self.events = Counter(
+            "feedagent_events", "Events emitted on the event stream.", ["exchange", "kind", "source"], registry=r)
+        self.open_positions = Gauge(
+            "feedagent_open_positions", "Positions currently open, per exchange.", ["exchange"], registry=r)
+        self.exchange_ready = Gauge(
+            "feedagent_exchange_ready", "1 once the exchange delivered its first full snapshot.", ["exchange"], registry=r)
+
+        # Sinks
+        self.sink_queue_depth = Gauge(
+            "feedagent_sink_queue_depth", "Events waiting in a sink's queue.", ["sink"], registry=r)
+        self.sink_events_written = Counter(
+            "feedagent_sink_events_written", "Events a sink has written.", ["sink"], registry=r)
+        self.sink_events_dropped = Counter(
+            "feedagent_sink_events_dropped", "Events a sink dropped because its queue was full.", ["sink", "kind"], registry=r)
+        self.sink_write_errors = Counter(
+            "feedagent_sink_write_errors", "Failed sink writes.", ["sink"], registry=r)
+
+    def init_exchange(self, exchange: str) -> None:
+        """Create the known series of one exchange at zero so that rates and alerts see them from the start."""
+        for kind in ("positions", "prices"):
+            for outcome in ("ok", "error", "rate_limited", "banned", "auth_error", "clock_skew", "unavailable", "malformed"):
+                self.polls.labels(exchange, kind, outcome)
+        for source in ("rest", "ws"):
+            self.messages_malformed.labels(exchange, source)
+        self.exchange_ready.labels(exchange).set(0)
+        self.rest_backoff_until.labels(exchange).set(0)
