@@ -1,0 +1,125 @@
+"""The admin HTTP server: metrics, health, readiness, status and read-only views.
+
+Liveness never depends on exchange health (a sick exchange must not get the
+agent restarted); readiness means config loaded and every exchange delivered
+its first snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agent.core.events import encode_event
+from agent.sinks.bus import EventBus
+from agent.telemetry.metrics import Metrics
+
+log = logging.getLogger("agent.admin")
+
+
+class AdminBackend(Protocol):
+    """What the admin server reads from the running agent."""
+
+    def is_ready(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def positions(self) -> dict[str, Any]: ...
+
+    def prices(self) -> dict[str, Any]: ...
+
+
+class AdminServer:
+    """aiohttp server on ``admin.listen``; ``url`` holds the bound address (port 0 picks one)."""
+
+    def __init__(self, *, host: str, port: int, backend: AdminBackend, metrics: Metrics, bus: EventBus) -> None:
+        self._host = host
+        self._port = port
+        self._backend = backend
+        self._metrics = metrics
+        self._bus = bus
+        self._runner: web.AppRunner | None = None
+        self._streams: set[web.StreamResponse] = set()
+        self.url: str | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics_handler)
+        app.router.add_get("/-/healthy", self._healthy)
+        app.router.add_get("/-/ready", self._ready)
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/v1/positions", self._positions)
+        app.router.add_get("/v1/prices", self._prices)
+        app.router.add_get("/v1/events", self._events)
+        return app
+
+    async def start(self) -> None:
+        """Bind and serve; safe to call twice."""
+        if self._runner is not None:
+            return
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        port = sockets[0].getsockname()[1] if sockets else self._port
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.url = f"http://{host}:{port}"
+        log.info("admin server listening", extra={"event": "admin_listening", "url": self.url})
+
+    async def stop(self) -> None:
+        """Close live streams and the listener; safe to call twice."""
+        for stream in list(self._streams):
+            stream.force_close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthy(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        ready = self._backend.is_ready()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._backend.status(), dumps=_dumps)
+
+    async def _positions(self, request: web.Request) -> web.Response:
+        return web.json_response(self._backend.positions(), dumps=_dumps)
+
+    async def _prices(self, request: web.Request) -> web.Response:
+        return web.json_response(self._backend.prices(), dumps=_dumps)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Live NDJSON stream of every event from now on, optionally filtered by ``?exchange=``."""
+        wanted = request.query.get("exchange")
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        queue = self._bus.subscribe()
+        self._streams.add(response)
+        try:
+            while True:
+                event = await queue.get()
+                if wanted and getattr(event, "exchange", None) != wanted:
+                    continue
+                await response.write(encode_event(event) + b"\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._bus.unsubscribe(queue)
+            self._streams.discard(response)
+        return response
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)

@@ -1,0 +1,82 @@
+"""Structured logs: one JSON object per line on stderr, a stable ``event`` name per record,
+and every registered secret masked wherever it appears."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class SecretMasker:
+    """Holds secret values (API keys, tokens) and replaces them in any text."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, *values: str | None) -> None:
+        """Register values that must never be printed (short ones are ignored: they would mask noise)."""
+        with self._lock:
+            self._secrets.update(v for v in values if v and len(v) >= 6)
+
+    def mask(self, text: str) -> str:
+        """``text`` with every registered secret replaced by ``***``."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+MASKER = SecretMasker()
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "event", "msg", ...extra}`` per line, secrets masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": getattr(record, "event", None) or record.getMessage().replace(" ", "_"),
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and key != "event" and not key.startswith("_"):
+                payload[key] = value
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return MASKER.mask(json.dumps(payload, default=str, separators=(",", ":")))
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for a terminal, secrets masked."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+        line = super().format(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return MASKER.mask(line)
+
+
+def configure_logging(fmt: str = "json", level: str = "info") -> None:
+    """Send every log record to stderr in ``fmt`` (json|text); stdout is kept for events."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("apscheduler", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
