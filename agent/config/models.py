@@ -8,10 +8,11 @@ variable or file that holds them (see ``agent.config.secrets``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Venue = Literal["bybit", "binance"]
 Environment = Literal["simulator", "testnet", "demo", "mainnet", "custom"]
@@ -20,6 +21,25 @@ Mode = Literal["rest", "hybrid", "shadow"]
 _EXCHANGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: What ``*_env`` keys accept: a POSIX-style environment variable name.
+ENV_VAR_PATTERN = _ENV_VAR.pattern
+
+
+class ConfigValueError(ValueError):
+    """A validator's error that knows which key under the validated value is at fault.
+
+    ``at`` is relative to where pydantic reports the error (the model or field
+    being validated), e.g. ``("endpoints", "ws_market_url")`` from an exchange's
+    model validator; the config loader appends it to point at the exact line.
+    """
+
+    def __init__(self, message: str, at: Sequence[str | int] = ()) -> None:
+        super().__init__(message)
+        self.at: tuple[str | int, ...] = tuple(at)
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 class StrictModel(BaseModel):
@@ -42,7 +62,7 @@ class AdminSection(StrictModel):
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be HOST:PORT with a port from 0 to 65535")
+            raise ValueError(f"must be HOST:PORT with a port from 0 to 65535, got {_shown(value)}")
         return value
 
     @property
@@ -63,6 +83,13 @@ class TracingSection(StrictModel):
     exporter: Literal["none", "otlp"] = "none"
     endpoint: str = "http://127.0.0.1:4318"
     sample_ratio: Annotated[float, Field(ge=0, le=1)] = 0.05
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {_shown(value)}")
+        return value
 
 
 class TelemetrySection(StrictModel):
@@ -109,14 +136,14 @@ class EndpointsConfig(StrictModel):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+            raise ValueError(f"must start with http:// or https://, got {_shown(value)}")
         return value.rstrip("/") if value else value
 
     @field_validator("ws_public_url", "ws_market_url", "ws_private_url")
     @classmethod
     def _ws_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("ws://", "wss://")):
-            raise ValueError("must start with ws:// or wss://")
+            raise ValueError(f"must start with ws:// or wss://, got {_shown(value)}")
         return value.rstrip("/") if value else value
 
 
@@ -133,8 +160,10 @@ class CredentialsConfig(StrictModel):
         for what in ("api_key", "api_secret"):
             from_env = getattr(self, f"{what}_env")
             from_file = getattr(self, f"{what}_file")
-            if (from_env is None) == (from_file is None):
-                raise ValueError(f"set exactly one of {what}_env and {what}_file")
+            if from_env is None and from_file is None:
+                raise ConfigValueError(f"set {what}_env (an environment variable name) or {what}_file (a file path)")
+            if from_env is not None and from_file is not None:
+                raise ConfigValueError(f"set only one of {what}_env and {what}_file", at=(f"{what}_file",))
         return self
 
 
@@ -155,6 +184,14 @@ class WsSection(StrictModel):
     reconnect_max_delay_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     rotate_after_seconds: Annotated[float, Field(ge=60, le=86_400)] = 82_800.0
     listen_key_keepalive_seconds: Annotated[float, Field(ge=1, le=3_300)] = 1_800.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> WsSection:
+        if self.reconnect_initial_delay_seconds > self.reconnect_max_delay_seconds:
+            raise ConfigValueError(
+                f"must not exceed reconnect_max_delay_seconds ({self.reconnect_max_delay_seconds:g}), "
+                f"got {self.reconnect_initial_delay_seconds:g}", at=("reconnect_initial_delay_seconds",))
+        return self
 
 
 class HybridSection(StrictModel):
@@ -196,11 +233,15 @@ class ExchangeConfig(StrictModel):
     @field_validator("symbols")
     @classmethod
     def _symbols(cls, value: list[str]) -> list[str]:
-        for symbol in value:
+        seen: dict[str, int] = {}
+        for index, symbol in enumerate(value):
             if not _SYMBOL.match(symbol):
-                raise ValueError(f"{symbol!r} is not an exchange symbol such as BTCUSDT (upper case, letters and digits)")
-        if len(set(value)) != len(value):
-            raise ValueError("symbols must not repeat")
+                raise ConfigValueError(
+                    f"{symbol!r} is not an exchange symbol such as BTCUSDT (upper case, letters and digits)",
+                    at=(index,))
+            if symbol in seen:
+                raise ConfigValueError(f"{symbol!r} is listed twice (first at index {seen[symbol]})", at=(index,))
+            seen[symbol] = index
         return value
 
     @model_validator(mode="after")
@@ -209,15 +250,28 @@ class ExchangeConfig(StrictModel):
         wrong_key = "ws_market_url" if self.venue == "bybit" else "ws_public_url"
         if eps is not None and getattr(eps, wrong_key) is not None:
             right_key = "ws_public_url" if self.venue == "bybit" else "ws_market_url"
-            raise ValueError(f"endpoints.{wrong_key} is not a {self.venue} endpoint; use endpoints.{right_key}")
+            raise ConfigValueError(f"{wrong_key} is not a {self.venue} endpoint; use {right_key}",
+                                   at=("endpoints", wrong_key))
         if self.environment == "custom":
-            needed = ["rest_url", "ws_private_url", "ws_public_url" if self.venue == "bybit" else "ws_market_url"]
+            needed = ["rest_url", "ws_public_url" if self.venue == "bybit" else "ws_market_url", "ws_private_url"]
             missing = [k for k in needed if eps is None or getattr(eps, k) is None]
             if missing:
-                raise ValueError("environment custom needs endpoints." + ", endpoints.".join(missing))
+                raise ConfigValueError("environment custom needs endpoints." + ", endpoints.".join(missing),
+                                       at=() if eps is None else ("endpoints",))
         if self.environment != "simulator" and self.credentials is None:
-            raise ValueError(f"environment {self.environment} needs credentials (api_key_env/api_secret_env or *_file)")
+            raise ConfigValueError(f"environment {self.environment} needs credentials "
+                                   "(api_key_env and api_secret_env, or api_key_file and api_secret_file)")
         return self
+
+
+def _exchange_name(name: str) -> str:
+    if not _EXCHANGE_NAME.match(name):
+        raise ValueError(f"exchange name {name!r} must be lower case letters, digits, '-' or '_' (at most 63)")
+    return name
+
+
+#: An exchange's name in events, metrics and ``FEEDAGENT_EXCHANGES__<NAME>__...``.
+ExchangeName = Annotated[str, AfterValidator(_exchange_name)]
 
 
 class FeedAgentConfig(StrictModel):
@@ -227,21 +281,30 @@ class FeedAgentConfig(StrictModel):
     admin: AdminSection = AdminSection()
     telemetry: TelemetrySection = TelemetrySection()
     sinks: list[SinkConfig] = [StdoutSinkConfig(type="stdout")]
-    exchanges: dict[str, ExchangeConfig]
+    exchanges: dict[ExchangeName, ExchangeConfig]
 
     @field_validator("exchanges")
     @classmethod
     def _names(cls, value: dict[str, ExchangeConfig]) -> dict[str, ExchangeConfig]:
         if not value:
             raise ValueError("configure at least one exchange")
+        env_names: dict[str, str] = {}
         for name in value:
-            if not _EXCHANGE_NAME.match(name):
-                raise ValueError(f"exchange name {name!r} must be lower case letters, digits, '-' or '_'")
+            # FEEDAGENT_EXCHANGES__<NAME>__... cannot tell '-' from '_'.
+            env_name = name.replace("-", "_")
+            if env_name in env_names:
+                raise ConfigValueError(f"exchange names {env_names[env_name]!r} and {name!r} differ only by "
+                                       "'-' and '_', which environment overrides cannot tell apart", at=(name,))
+            env_names[env_name] = name
         return value
 
     @model_validator(mode="after")
     def _sink_paths_unique(self) -> FeedAgentConfig:
-        paths = [s.path for s in self.sinks if isinstance(s, JsonlSinkConfig)]
-        if len(set(paths)) != len(paths):
-            raise ValueError("two jsonl sinks write the same path")
+        seen: dict[Path, int] = {}
+        for index, sink in enumerate(self.sinks):
+            if isinstance(sink, JsonlSinkConfig):
+                if sink.path in seen:
+                    raise ConfigValueError(f"sink {seen[sink.path]} already writes {str(sink.path)!r}",
+                                           at=("sinks", index, "path"))
+                seen[sink.path] = index
         return self

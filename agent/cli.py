@@ -1,0 +1,146 @@
+"""The ``feedagent`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from agent import __version__
+
+EX_OK = 0
+EX_USAGE = 64
+EX_CONFIG = 78  # sysexits EX_CONFIG: systemd and operators know it means "fix the config"
+
+log = logging.getLogger("agent.cli")
+
+
+def default_config_path() -> Path:
+    """``$FEEDAGENT_CONFIG``, else ./configs/feedagent.yaml when present, else /etc/feedagent/feedagent.yaml."""
+    env = os.environ.get("FEEDAGENT_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("configs/feedagent.yaml")
+    return local if local.exists() else Path("/etc/feedagent/feedagent.yaml")
+
+
+def _load_or_report(path: Path):  # type: ignore[no-untyped-def]
+    """Load the config, or print every problem as FILE:LINE:COL: path: message and return None."""
+    from agent.config.loader import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in [*exc.issues, *exc.warnings]:
+            print(str(issue), file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EX_CONFIG
+    for warning in getattr(loaded, "warnings", []):
+        print(str(warning), file=sys.stderr)
+    print(f"{args.config}: ok ({len(loaded.config.exchanges)} exchanges)")
+    return EX_OK
+
+
+def cmd_print_config(args: argparse.Namespace) -> int:
+    from agent.config.render import render_redacted
+
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EX_CONFIG
+    sys.stdout.write(render_redacted(loaded))
+    return EX_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"feedagent {__version__} (python {sys.version.split()[0]})")
+    return EX_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agent.simulator import run_standalone
+    from agent.telemetry.logging import configure_logging
+
+    configure_logging("json", "warning")
+    try:
+        asyncio.run(run_standalone(host=args.host, port=args.port))
+    except KeyboardInterrupt:
+        pass
+    return EX_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.telemetry.logging import configure_logging
+
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EX_CONFIG
+    log_cfg = loaded.config.telemetry.log
+    configure_logging(log_cfg.format, log_cfg.level)
+    try:
+        asyncio.run(_run(loaded))
+    except KeyboardInterrupt:
+        pass
+    return EX_OK
+
+
+async def _run(loaded) -> None:  # type: ignore[no-untyped-def]
+    from agent.supervisor import Supervisor
+
+    supervisor = Supervisor(loaded)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await supervisor.start()
+        await stop.wait()
+        log.info("shutting down", extra={"event": "agent_stopping"})
+    finally:
+        try:
+            async with asyncio.timeout(loaded.config.agent.shutdown_timeout_seconds):
+                await supervisor.stop()
+        except TimeoutError:
+            log.error("shutdown timed out", extra={"event": "shutdown_timeout"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedagent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"feedagent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", type=Path, default=None,
+                       help="config file (default: $FEEDAGENT_CONFIG, ./configs/feedagent.yaml, /etc/feedagent/feedagent.yaml)")
+        return p
+
+    with_config(sub.add_parser("run", help="run the agent")).set_defaults(func=cmd_run)
+    with_config(sub.add_parser("validate", help="check a config file; exit 78 when invalid")).set_defaults(func=cmd_validate)
+    with_config(sub.add_parser("print-config", help="print the effective config, secrets redacted")).set_defaults(
+        func=cmd_print_config)
+    sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+    sim = sub.add_parser("simulate", help="run the exchange simulator standalone; prints its URLs as one JSON line")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=0)
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``feedagent`` console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "config", "absent") is None:
+        args.config = default_config_path()
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
