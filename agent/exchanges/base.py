@@ -45,6 +45,9 @@ class RestApiStatus:
     rate_limit_remaining_ratio: float | None = None
     backoff_until_unix_s: float = 0.0
     last_error: str | None = None
+    # Rows skipped as malformed in the last position fetch: a snapshot with
+    # skipped rows is not complete, so absence from it does not mean flat.
+    last_positions_malformed_rows: int = 0
 
 
 class VenueRestApi(Protocol):

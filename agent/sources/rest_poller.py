@@ -111,7 +111,9 @@ class RestSource:
         rows = await self._poll("positions", self.api.fetch_positions)
         if rows is None:
             return None
-        snapshot = PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(), complete=True)
+        # A skipped (malformed) row could be an open position: without it, absence no longer means flat.
+        complete = self.api.status.last_positions_malformed_rows == 0
+        snapshot = PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(), complete=complete)
         self._on_positions(snapshot)
         return snapshot
 

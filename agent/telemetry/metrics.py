@@ -38,6 +38,10 @@ class Metrics:
             "feedagent_rest_backoff_until_timestamp_seconds",
             "Unix time until which REST calls are held back (rate limit or ban); 0 when none.",
             ["exchange"], registry=r)
+        self.rest_requests_held = Counter(
+            "feedagent_rest_requests_held",
+            "REST calls refused locally without being sent: during a venue back-off or ban, or with the rate-limit budget spent.",
+            ["exchange", "reason"], registry=r)
         self.clock_offset = Gauge(
             "feedagent_clock_offset_seconds", "Exchange server time minus local time.", ["exchange"], registry=r)
 

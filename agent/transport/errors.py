@@ -50,3 +50,9 @@ class MalformedResponse(RestError):
     """The response could not be decoded into what the endpoint promises."""
 
     outcome = "malformed"
+
+
+class ListenKeyNotFound(RestError):
+    """Binance -1125: the listenKey is gone (expired or closed); create a new one and reconnect."""
+
+    outcome = "listen_key_not_found"
