@@ -1,0 +1,118 @@
+"""Configuration of the exchange simulator; every field has a default."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.simulator.instruments import DEFAULT_BINANCE_SYMBOLS, DEFAULT_BYBIT_SYMBOLS, SymbolSpec
+
+# Bybit's per-UID, per-endpoint limits (requests per rolling second) for the private
+# endpoints served here; /v5/position/list is 50/s on the real venue.
+DEFAULT_BYBIT_PRIVATE_LIMITS: Mapping[str, int] = {
+    "/v5/position/list": 50,
+    "/v5/account/info": 50,
+    "/v5/user/query-api": 10,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulatorConfig:
+    """How the simulator behaves.
+
+    Parameters
+    ----------
+    seed
+        Seeds the price walk and the autopilot; ``None`` picks a random seed.
+    bybit_api_key, bybit_api_secret, binance_api_key, binance_api_secret
+        Credentials the simulator accepts; generated per instance when ``None``.
+    bybit_symbols, binance_symbols
+        Listed instruments per venue.
+    bybit_hedge_symbols
+        Bybit symbols that start in hedge mode (positionIdx 1/2); others are one-way.
+    binance_dual_side_position
+        Binance account-wide hedge mode (LONG/SHORT) instead of BOTH.
+    price_tick_interval_seconds
+        Period of the mark-price random walk; 0 disables it.
+    position_change_interval_seconds
+        Period of the autopilot's random open/resize/close; 0 disables it.
+    max_price_step_ratio
+        Largest relative mark-price move per tick.
+    price_band_ratio
+        The walk stays within this ratio of each symbol's start price.
+    autopilot_max_positions_per_venue
+        The autopilot opens no more positions than this per venue.
+    bybit_private_limits_per_second, bybit_default_private_limit_per_second
+        Per-endpoint rolling one-second limits of Bybit private endpoints: overrides of
+        ``DEFAULT_BYBIT_PRIVATE_LIMITS``, then the default for paths in neither.
+    bybit_ip_limit_requests, bybit_ip_limit_window_seconds, bybit_ip_ban_seconds
+        Bybit's IP limit (real: 600 requests per 5 s) and the HTTP 403 ban after it.
+    binance_weight_limit_per_minute
+        Binance request-weight limit per minute (real: 2400).
+    binance_429s_before_ban
+        How many HTTP 429 answers a client gets in one minute before the HTTP 418 ban.
+    binance_ban_seconds
+        Length of the Binance 418 ban.
+    listen_key_validity_seconds
+        Lifetime of a Binance listenKey after its creation or last keepalive.
+    """
+
+    seed: int | None = None
+    bybit_api_key: str | None = None
+    bybit_api_secret: str | None = None
+    binance_api_key: str | None = None
+    binance_api_secret: str | None = None
+    bybit_symbols: tuple[SymbolSpec, ...] = DEFAULT_BYBIT_SYMBOLS
+    binance_symbols: tuple[SymbolSpec, ...] = DEFAULT_BINANCE_SYMBOLS
+    bybit_hedge_symbols: tuple[str, ...] = ()
+    binance_dual_side_position: bool = False
+    price_tick_interval_seconds: float = 0.1
+    position_change_interval_seconds: float = 2.0
+    max_price_step_ratio: float = 0.0004
+    price_band_ratio: float = 0.10
+    autopilot_max_positions_per_venue: int = 6
+    bybit_private_limits_per_second: Mapping[str, int] = field(default_factory=dict)
+    bybit_default_private_limit_per_second: int = 10
+    bybit_ip_limit_requests: int = 600
+    bybit_ip_limit_window_seconds: float = 5.0
+    bybit_ip_ban_seconds: float = 600.0
+    binance_weight_limit_per_minute: int = 2400
+    binance_429s_before_ban: int = 1
+    binance_ban_seconds: float = 120.0
+    listen_key_validity_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("price_tick_interval_seconds", "position_change_interval_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, was {getattr(self, name)}")
+        positive = ("max_price_step_ratio", "price_band_ratio", "autopilot_max_positions_per_venue",
+                    "bybit_default_private_limit_per_second", "bybit_ip_limit_requests",
+                    "bybit_ip_limit_window_seconds", "bybit_ip_ban_seconds",
+                    "binance_weight_limit_per_minute", "binance_ban_seconds",
+                    "listen_key_validity_seconds")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, was {getattr(self, name)}")
+        if self.binance_429s_before_ban < 0:
+            raise ValueError(f"binance_429s_before_ban must be >= 0, was {self.binance_429s_before_ban}")
+        for venue, specs in (("bybit", self.bybit_symbols), ("binance", self.binance_symbols)):
+            names = [s.symbol for s in specs]
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"{venue}_symbols must be non-empty and unique, was {names}")
+        unknown = set(self.bybit_hedge_symbols) - {s.symbol for s in self.bybit_symbols}
+        if unknown:
+            raise ValueError(f"bybit_hedge_symbols names unlisted symbols: {sorted(unknown)}")
+
+    def symbols(self, venue: str) -> tuple[SymbolSpec, ...]:
+        """The instruments of one venue."""
+        if venue == "bybit":
+            return self.bybit_symbols
+        if venue == "binance":
+            return self.binance_symbols
+        raise ValueError(f"unknown venue {venue!r}")
+
+    def bybit_limit_per_second(self, path: str) -> int:
+        """The per-endpoint limit of a Bybit private path."""
+        if path in self.bybit_private_limits_per_second:
+            return self.bybit_private_limits_per_second[path]
+        return DEFAULT_BYBIT_PRIVATE_LIMITS.get(path, self.bybit_default_private_limit_per_second)
