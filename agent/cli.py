@@ -66,12 +66,14 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agent.simulator import run_standalone
+    from agent.simulator import SimulatorConfig, run_standalone
     from agent.telemetry.logging import configure_logging
 
     configure_logging("json", "warning")
     try:
-        asyncio.run(run_standalone(host=args.host, port=args.port))
+        config = SimulatorConfig(seed=args.seed, initial_positions_per_venue=args.initial_positions,
+                                 position_change_interval_seconds=args.position_change_interval_seconds)
+        asyncio.run(run_standalone(host=args.host, port=args.port, config=config))
     except KeyboardInterrupt:
         pass
     return EX_OK
@@ -130,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run the exchange simulator standalone; prints its URLs as one JSON line")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=0)
+    sim.add_argument("--seed", type=int, default=None, help="seed of the price walk and autopilot (reproducible runs)")
+    sim.add_argument("--initial-positions", type=int, default=2, help="positions opened per venue at start")
+    sim.add_argument("--position-change-interval-seconds", type=float, default=2.0,
+                     help="autopilot period; 0 turns it off (positions only change through the control API)")
     sim.set_defaults(func=cmd_simulate)
     return parser
 

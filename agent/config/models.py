@@ -97,6 +97,15 @@ class TelemetrySection(StrictModel):
     tracing: TracingSection = TracingSection()
 
 
+class SimulatorSection(StrictModel):
+    """The built-in simulator that ``environment: simulator`` exchanges run against."""
+
+    seed: Annotated[int, Field(ge=0)] | None = None
+    price_tick_interval_seconds: Annotated[float, Field(ge=0, le=60)] = 0.1
+    position_change_interval_seconds: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    initial_positions_per_venue: Annotated[int, Field(ge=0, le=20)] = 2
+
+
 class StdoutSinkConfig(StrictModel):
     type: Literal["stdout"]
     queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
@@ -280,6 +289,7 @@ class FeedAgentConfig(StrictModel):
     agent: AgentSection = AgentSection()
     admin: AdminSection = AdminSection()
     telemetry: TelemetrySection = TelemetrySection()
+    simulator: SimulatorSection = SimulatorSection()
     sinks: list[SinkConfig] = [StdoutSinkConfig(type="stdout")]
     exchanges: dict[ExchangeName, ExchangeConfig]
 

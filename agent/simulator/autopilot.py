@@ -45,6 +45,19 @@ class Autopilot:
         size = self._random_size(venue, pos.symbol, pos.size)
         return market.set_size(venue, pos.symbol, size, position_idx=pos.position_idx, now_ms=now_ms)
 
+    def open_initial(self, per_venue: int, now_ms: int | None = None) -> list[PositionChange]:
+        """Open up to ``per_venue`` positions on every venue (the demo's starting book)."""
+        changes: list[PositionChange] = []
+        for venue in VENUES:
+            for _ in range(min(per_venue, self._max_positions)):
+                free = self._free_slots(venue)
+                if not free:
+                    break
+                symbol, side = self._rng.choice(free)
+                size = self._random_size(venue, symbol, Decimal(0))
+                changes.append(self._market.open_position(venue, symbol, side, size, now_ms=now_ms))
+        return changes
+
     def _free_slots(self, venue: str) -> list[tuple[str, Side]]:
         """(symbol, side) pairs that could be opened now under each symbol's position mode."""
         market = self._market

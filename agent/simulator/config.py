@@ -36,6 +36,9 @@ class SimulatorConfig:
         Period of the mark-price random walk; 0 disables it.
     position_change_interval_seconds
         Period of the autopilot's random open/resize/close; 0 disables it.
+    initial_positions_per_venue
+        Positions the autopilot opens on each venue at start, so that a fresh
+        agent sees ``opened`` events at once (a demo that starts flat shows nothing).
     max_price_step_ratio
         Largest relative mark-price move per tick.
     price_band_ratio
@@ -68,6 +71,7 @@ class SimulatorConfig:
     binance_dual_side_position: bool = False
     price_tick_interval_seconds: float = 0.1
     position_change_interval_seconds: float = 2.0
+    initial_positions_per_venue: int = 0
     max_price_step_ratio: float = 0.0004
     price_band_ratio: float = 0.10
     autopilot_max_positions_per_venue: int = 6
@@ -93,6 +97,8 @@ class SimulatorConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, was {getattr(self, name)}")
+        if self.initial_positions_per_venue < 0:
+            raise ValueError(f"initial_positions_per_venue must be >= 0, was {self.initial_positions_per_venue}")
         if self.binance_429s_before_ban < 0:
             raise ValueError(f"binance_429s_before_ban must be >= 0, was {self.binance_429s_before_ban}")
         for venue, specs in (("bybit", self.bybit_symbols), ("binance", self.binance_symbols)):

@@ -140,6 +140,8 @@ class Simulator:
             raise
         bound_port = runner.addresses[0][1]
         self.endpoints = self._endpoints(_url_host(host), bound_port)
+        if self.config.initial_positions_per_venue:
+            self.autopilot.open_initial(self.config.initial_positions_per_venue)
         self._spawn("simulator/price-walk", self.config.price_tick_interval_seconds, self.market.step)
         self._spawn("simulator/autopilot", self.config.position_change_interval_seconds, self.autopilot.step)
         log.info("simulator listening", extra={"event": "simulator_listening",
