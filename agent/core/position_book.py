@@ -134,6 +134,9 @@ class PositionBook:
             current = self._marks.get(obs.symbol)
             if current is not None and _older(obs.ts_exchange_ms, current.ts_exchange_ms):
                 continue  # a late frame must never move the price backwards in time
+            if (current is not None and current.obs is not None and current.obs.ts_exchange_ms == obs.ts_exchange_ms
+                    and current.obs == obs):
+                continue  # the same observation twice (overlapping connections, a repeated poll)
             moved = current is None or current.price != obs.mark_price
             self._marks[obs.symbol] = _Mark(obs.mark_price, obs.ts_exchange_ms, obs)
             events.append(MarkPriceEvent(

@@ -85,7 +85,7 @@ class RestSource:
     def _add_job(self, kind: str, poll: Callable[[], object], interval_seconds: float, first: datetime | None) -> None:
         job_id = f"{self.exchange}/rest-{kind}"
 
-        def fire() -> None:
+        async def fire() -> None:  # a coroutine job runs on the loop; a plain function would run in a thread
             if self._tasks.running(kind):
                 self._metrics.polls.labels(self.exchange, kind, "overrun").inc()
                 return

@@ -126,3 +126,10 @@ def test_position_event_carries_latest_known_mark_price():
     book.apply_mark_prices(prices(("BTCUSDT", "120"), ts=50), now_ms=1)
     opened = book.apply_positions(snap(pos(mark="110", ts=40)))[0]
     assert opened.mark_price == "120"
+
+
+def test_identical_mark_observation_twice_is_emitted_once():
+    book = PositionBook("bybit-a", "bybit")
+    assert len(book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=20), now_ms=1)) == 1
+    assert book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=20), now_ms=2) == []
+    assert len(book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=21), now_ms=3)) == 1  # fresh, same price
