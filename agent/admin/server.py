@@ -44,7 +44,7 @@ class AdminServer:
         self._metrics = metrics
         self._bus = bus
         self._runner: web.AppRunner | None = None
-        self._streams: set[web.StreamResponse] = set()
+        self._stream_tasks: set[asyncio.Task[object]] = set()
         self.url: str | None = None
 
     def _app(self) -> web.Application:
@@ -62,7 +62,7 @@ class AdminServer:
         """Bind and serve; safe to call twice."""
         if self._runner is not None:
             return
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
@@ -74,8 +74,8 @@ class AdminServer:
 
     async def stop(self) -> None:
         """Close live streams and the listener; safe to call twice."""
-        for stream in list(self._streams):
-            stream.force_close()
+        for task in list(self._stream_tasks):  # live streams never end by themselves
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -106,7 +106,9 @@ class AdminServer:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         queue = self._bus.subscribe()
-        self._streams.add(response)
+        task = asyncio.current_task()
+        assert task is not None
+        self._stream_tasks.add(task)
         try:
             while True:
                 event = await queue.get()
@@ -117,7 +119,7 @@ class AdminServer:
             pass
         finally:
             self._bus.unsubscribe(queue)
-            self._streams.discard(response)
+            self._stream_tasks.discard(task)
         return response
 
 
