@@ -56,6 +56,60 @@ class Metrics:
             "feedagent_last_successful_poll_timestamp_seconds", "Unix time of the last successful poll.",
             ["exchange", "kind"], registry=r)
 
+        # WebSocket transport (one series set per exchange and stream; never a topic or symbol label)
+        ws = ["exchange", "stream"]
+        self.ws_connects = Counter(
+            "feedagent_ws_connects",
+            "WebSocket connection attempts, by outcome (ok, timeout, rejected, error, url_error, auth_rejected, "
+            "auth_timeout, closed_during_setup).", [*ws, "outcome"], registry=r)
+        self.ws_reconnects = Counter(
+            "feedagent_ws_reconnects",
+            "Established WebSocket connections that ended and are being replaced, by reason (closed_by_server, "
+            "connection_lost, error, pong_timeout, stale, notice, requested, send_failed, send_timeout).",
+            [*ws, "reason"], registry=r)
+        self.ws_rotations = Counter(
+            "feedagent_ws_rotations", "Planned make-before-break connection rotations, by outcome (ok, failed).",
+            [*ws, "outcome"], registry=r)
+        self.ws_connected = Gauge(
+            "feedagent_ws_connected", "1 while the stream has an established connection.", ws, registry=r)
+        self.ws_healthy = Gauge(
+            "feedagent_ws_healthy", "1 while the stream is connected and every subscription is live.", ws, registry=r)
+        self.ws_subscriptions = Gauge(
+            "feedagent_ws_subscriptions",
+            "Subscriptions of the stream, by state on the current connection (pending, acked, live, stale, failed).",
+            [*ws, "state"], registry=r)
+        self.ws_subscribe_requests = Counter(
+            "feedagent_ws_subscribe_requests",
+            "Subscribe and unsubscribe requests, by kind and outcome (ok, rejected, timeout).",
+            [*ws, "kind", "outcome"], registry=r)
+        self.ws_messages = Counter(
+            "feedagent_ws_messages",
+            "WebSocket frames received, by kind (data, pong, auth_ack, subscribe_ack, notice, unknown, "
+            "ack_unmatched, unsubscribed).", [*ws, "kind"], registry=r)
+        self.ws_frames_malformed = Counter(
+            "feedagent_ws_frames_malformed", "WebSocket frames that could not be classified and were skipped.",
+            ws, registry=r)
+        self.ws_last_message = Gauge(
+            "feedagent_ws_last_message_timestamp_seconds", "Unix time of the stream's last data message.",
+            ws, registry=r)
+        self.ws_data_age = Gauge(
+            "feedagent_ws_data_age_seconds",
+            "Data age of the stream's stalest streaming subscription (event-driven topics excluded).",
+            ws, registry=r)
+        self.ws_heartbeat_rtt = Histogram(
+            "feedagent_ws_heartbeat_rtt_seconds", "Round trip of application-level WebSocket pings.",
+            ws, buckets=_DURATION_BUCKETS_SECONDS, registry=r)
+        self.ws_connect_budget_waits = Counter(
+            "feedagent_ws_connect_budget_waits",
+            "Connection attempts delayed because the connection budget of the domain was spent.", ws, registry=r)
+        self.ws_delivery_dropped = Counter(
+            "feedagent_ws_delivery_dropped",
+            "Data messages dropped between receive and processing, by reason (coalesced: replaced by a newer "
+            "value of the same topic; overflow: event queue full).", [*ws, "reason"], registry=r)
+        self.ws_callback_errors = Counter(
+            "feedagent_ws_callback_errors", "Exceptions raised by a stream's callbacks, caught and skipped.",
+            [*ws, "callback"], registry=r)
+
         # Messages and events
         self.messages_malformed = Counter(
             "feedagent_messages_malformed", "Exchange messages (rows or frames) that could not be parsed and were skipped.",
@@ -86,3 +140,21 @@ class Metrics:
             self.messages_malformed.labels(exchange, source)
         self.exchange_ready.labels(exchange).set(0)
         self.rest_backoff_until.labels(exchange).set(0)
+
+    def init_ws_stream(self, exchange: str, stream: str) -> None:
+        """Create the known series of one WebSocket stream at zero."""
+        for outcome in ("ok", "timeout", "rejected", "error", "url_error", "auth_rejected", "auth_timeout",
+                        "closed_during_setup"):
+            self.ws_connects.labels(exchange, stream, outcome)
+        for reason in ("closed_by_server", "connection_lost", "error", "pong_timeout", "stale", "notice"):
+            self.ws_reconnects.labels(exchange, stream, reason)
+        for outcome in ("ok", "failed"):
+            self.ws_rotations.labels(exchange, stream, outcome)
+        for kind in ("data", "pong", "unknown"):
+            self.ws_messages.labels(exchange, stream, kind)
+        for state in ("pending", "acked", "live", "stale", "failed"):
+            self.ws_subscriptions.labels(exchange, stream, state).set(0)
+        self.ws_frames_malformed.labels(exchange, stream)
+        self.ws_connect_budget_waits.labels(exchange, stream)
+        self.ws_connected.labels(exchange, stream).set(0)
+        self.ws_healthy.labels(exchange, stream).set(0)
