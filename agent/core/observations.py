@@ -62,13 +62,15 @@ class PositionSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     ``complete`` means the rows are the whole account (for the configured
     category): a position missing from a complete snapshot is flat. A partial
     snapshot (a WebSocket delta, Binance ``ACCOUNT_UPDATE``) only speaks for
-    the rows it carries.
+    the rows it carries. ``as_of_ms`` lets the book tell a snapshot that was
+    already on its way from news it received since (see PositionBook).
     """
 
     positions: tuple[PositionObs, ...]
     source: Source
     ts_received_ms: int
     complete: bool = True
+    as_of_ms: int | None = None  # local wall time the data was asked for (a REST request's send time)
 
 
 class MarkPriceBatch(msgspec.Struct, frozen=True, kw_only=True):

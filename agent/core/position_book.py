@@ -7,6 +7,7 @@ consumer cannot tell the modes apart.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -25,6 +26,8 @@ PositionKey = tuple[str, int]
 # Fields whose change is a lifecycle fact and is emitted at once; a change of
 # mark price or unrealised PnL alone is coalesced per symbol instead.
 _MATERIAL_FIELDS = ("side", "size", "entry_price", "leverage", "liquidation_price")
+# Recently closed positions remembered to reject late news of them (bounded).
+_MAX_TOMBSTONES = 4096
 
 
 @dataclass
@@ -58,7 +61,9 @@ class PositionBook:
         self._marks: dict[str, _Mark] = {}
         self._last_price_emit_ms: dict[str, int] = {}
         self._pending_price_update: dict[str, tuple[Source, int]] = {}
+        self._closed_at: OrderedDict[PositionKey, tuple[int | None, int]] = OrderedDict()
         self._seq = 0
+        self.stale_rows_ignored = 0
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -82,18 +87,51 @@ class PositionBook:
     # -- positions -----------------------------------------------------------------------------
 
     def apply_positions(self, snapshot: PositionSnapshot) -> list[PositionEvent]:
-        """Apply position rows; a complete snapshot also closes every position it does not carry."""
+        """Apply position rows; a complete snapshot also closes every position it does not carry.
+
+        Two sources (a REST snapshot in flight, WebSocket deltas) can deliver in
+        either order, so news never goes backwards: a row older (by exchange
+        time) than what the book holds is ignored, a row for a position closed
+        more recently is ignored, and a complete snapshot asked for before the
+        book last heard of a position does not close it.
+        """
         events: list[PositionEvent] = []
         seen: set[PositionKey] = set()
         for obs in snapshot.positions:
             seen.add(obs.key)
+            if self._is_stale(obs, snapshot):
+                self.stale_rows_ignored += 1
+                continue
             self._note_mark_from_position(obs)
             events.extend(self._apply_row(obs, snapshot.source, snapshot.ts_received_ms))
         if snapshot.complete:
             for key in sorted(set(self._positions) - seen):
-                held = self._positions.pop(key)
+                held = self._positions[key]
+                if snapshot.as_of_ms is not None and held.ts_received_ms > snapshot.as_of_ms:
+                    self.stale_rows_ignored += 1
+                    continue  # opened or changed after this snapshot was asked for
+                del self._positions[key]
+                self._tombstone(key, None, snapshot.ts_received_ms)
                 events.append(self._closed(held.obs, snapshot.source, snapshot.ts_received_ms, None))
         return events
+
+    def _is_stale(self, obs: PositionObs, snapshot: PositionSnapshot) -> bool:
+        held = self._positions.get(obs.key)
+        if held is not None:
+            return _older(obs.ts_exchange_ms, held.obs.ts_exchange_ms)
+        tomb = self._closed_at.get(obs.key)
+        if tomb is None or not obs.is_open:
+            return False
+        closed_ts_exchange_ms, closed_ts_received_ms = tomb
+        if obs.ts_exchange_ms is not None and closed_ts_exchange_ms is not None:
+            return obs.ts_exchange_ms <= closed_ts_exchange_ms
+        return snapshot.as_of_ms is not None and snapshot.as_of_ms < closed_ts_received_ms
+
+    def _tombstone(self, key: PositionKey, ts_exchange_ms: int | None, ts_received_ms: int) -> None:
+        self._closed_at[key] = (ts_exchange_ms, ts_received_ms)
+        self._closed_at.move_to_end(key)
+        while len(self._closed_at) > _MAX_TOMBSTONES:
+            self._closed_at.popitem(last=False)
 
     def _apply_row(self, obs: PositionObs, source: Source, ts_received_ms: int) -> list[PositionEvent]:
         held = self._positions.get(obs.key)
@@ -101,7 +139,9 @@ class PositionBook:
             if held is None:
                 return []
             del self._positions[obs.key]
+            self._tombstone(obs.key, obs.ts_exchange_ms, ts_received_ms)
             return [self._closed(held.obs, source, ts_received_ms, obs.ts_exchange_ms)]
+        self._closed_at.pop(obs.key, None)
         if held is None:
             self._positions[obs.key] = _Held(obs, source, ts_received_ms)
             return [self._event("opened", obs, source, ts_received_ms)]
@@ -110,10 +150,12 @@ class PositionBook:
             closed = self._closed(held.obs, source, ts_received_ms, obs.ts_exchange_ms)
             self._positions[obs.key] = _Held(obs, source, ts_received_ms)
             return [closed, self._event("opened", obs, source, ts_received_ms)]
-        self._positions[obs.key] = _Held(obs, source, ts_received_ms)
         if _material_change(held.obs, obs):
+            self._positions[obs.key] = _Held(obs, source, ts_received_ms)
             self._pending_price_update.pop(obs.symbol, None)
             return [self._event("updated", obs, source, ts_received_ms)]
+        # Same position; keep the freshest numbers but the time it last changed.
+        self._positions[obs.key] = _Held(obs, source, held.ts_received_ms)
         return []
 
     def _closed(self, last: PositionObs, source: Source, ts_received_ms: int, ts_exchange_ms: int | None) -> PositionEvent:

@@ -108,12 +108,14 @@ class RestSource:
 
     async def poll_positions(self) -> PositionSnapshot | None:
         """Fetch every position now and hand the complete snapshot on (None when the poll failed)."""
+        asked_ms = _now_ms()
         rows = await self._poll("positions", self.api.fetch_positions)
         if rows is None:
             return None
         # A skipped (malformed) row could be an open position: without it, absence no longer means flat.
         complete = self.api.status.last_positions_malformed_rows == 0
-        snapshot = PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(), complete=complete)
+        snapshot = PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(), complete=complete,
+                                    as_of_ms=asked_ms)
         self._on_positions(snapshot)
         return snapshot
 

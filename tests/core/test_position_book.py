@@ -12,8 +12,8 @@ def pos(symbol="BTCUSDT", idx=0, side="long", size="1", entry="100", mark="100",
                        liquidation_price=kw.pop("liq", None), ts_exchange_ms=kw.pop("ts", 1), **kw)
 
 
-def snap(*rows: PositionObs, complete=True, source="rest", ts=1000) -> PositionSnapshot:
-    return PositionSnapshot(positions=rows, source=source, ts_received_ms=ts, complete=complete)
+def snap(*rows: PositionObs, complete=True, source="rest", ts=1000, as_of=None) -> PositionSnapshot:
+    return PositionSnapshot(positions=rows, source=source, ts_received_ms=ts, complete=complete, as_of_ms=as_of)
 
 
 def changes(events):
@@ -133,3 +133,33 @@ def test_identical_mark_observation_twice_is_emitted_once():
     assert len(book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=20), now_ms=1)) == 1
     assert book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=20), now_ms=2) == []
     assert len(book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=21), now_ms=3)) == 1  # fresh, same price
+
+
+def test_older_row_from_another_source_never_reverts_newer_news():
+    book = PositionBook("bybit-a", "bybit")
+    book.apply_positions(snap(pos(size="1", ts=100), source="rest", ts=1000))
+    book.apply_positions(snap(pos(size="2", ts=200), complete=False, source="ws", ts=1100))
+    # a REST snapshot asked for before the WS delta arrives after it
+    assert book.apply_positions(snap(pos(size="1", ts=100), source="rest", ts=1150, as_of=1050)) == []
+    assert book.positions()[0].size == "2"
+    assert book.stale_rows_ignored == 1
+
+
+def test_snapshot_in_flight_does_not_close_a_position_opened_meanwhile():
+    book = PositionBook("bybit-a", "bybit")
+    book.apply_positions(snap(pos(ts=200), complete=False, source="ws", ts=1100))
+    assert book.apply_positions(snap(source="rest", ts=1150, as_of=1050)) == []
+    assert [p.symbol for p in book.positions()] == ["BTCUSDT"]
+    # a snapshot asked for after the open does close it
+    assert changes(book.apply_positions(snap(source="rest", ts=1300, as_of=1200))) == [("closed", "BTCUSDT", 0, "long", "0")]
+
+
+def test_late_news_of_a_closed_position_does_not_reopen_it():
+    book = PositionBook("bybit-a", "bybit")
+    book.apply_positions(snap(pos(ts=100), source="rest", ts=1000))
+    flat = PositionObs(symbol="BTCUSDT", position_idx=0, side=None, size="0", ts_exchange_ms=300)
+    book.apply_positions(snap(flat, complete=False, source="ws", ts=1100))
+    assert book.apply_positions(snap(pos(ts=100), source="rest", ts=1150, as_of=1050)) == []
+    # a genuinely new open afterwards is reported
+    assert changes(book.apply_positions(snap(pos(ts=400), complete=False, source="ws", ts=1200))) == [
+        ("opened", "BTCUSDT", 0, "long", "1")]
