@@ -61,6 +61,7 @@ class PositionBook:
         self._marks: dict[str, _Mark] = {}
         self._last_price_emit_ms: dict[str, int] = {}
         self._pending_price_update: dict[str, tuple[Source, int]] = {}
+        self._pending_mark: dict[str, tuple[Source, int]] = {}
         self._closed_at: OrderedDict[PositionKey, tuple[int | None, int]] = OrderedDict()
         self._seq = 0
         self.stale_rows_ignored = 0
@@ -169,9 +170,9 @@ class PositionBook:
     # -- mark prices ---------------------------------------------------------------------------
 
     def apply_mark_prices(self, batch: MarkPriceBatch, now_ms: int) -> list[MarkPriceEvent | PositionEvent]:
-        """Apply mark prices: one ``mark_price`` event per changed symbol, and coalesced
-        ``updated`` events for open positions whose mark moved."""
-        events: list[MarkPriceEvent | PositionEvent] = []
+        """Apply mark prices. Per symbol, at most one ``mark_price`` event and one round of
+        price-driven ``updated`` position events per ``min_emit_interval_ms``; what is held
+        back is the latest state and comes out of ``flush_due``."""
         for obs in batch.prices:
             current = self._marks.get(obs.symbol)
             if current is not None and _older(obs.ts_exchange_ms, current.ts_exchange_ms):
@@ -181,32 +182,38 @@ class PositionBook:
                 continue  # the same observation twice (overlapping connections, a repeated poll)
             moved = current is None or current.price != obs.mark_price
             self._marks[obs.symbol] = _Mark(obs.mark_price, obs.ts_exchange_ms, obs)
-            events.append(MarkPriceEvent(
-                exchange=self.exchange, venue=self.venue, symbol=obs.symbol, mark_price=obs.mark_price,
-                index_price=obs.index_price, funding_rate=obs.funding_rate, source=batch.source,
-                ts_exchange_ms=obs.ts_exchange_ms, ts_received_ms=batch.ts_received_ms))
+            self._pending_mark[obs.symbol] = (batch.source, batch.ts_received_ms)
             if moved and obs.symbol in self.open_symbols():
                 self._pending_price_update[obs.symbol] = (batch.source, batch.ts_received_ms)
-        events.extend(self.flush_due(now_ms))
-        return events
+        return self.flush_due(now_ms)
 
-    def flush_due(self, now_ms: int) -> list[PositionEvent]:
-        """Release price-driven ``updated`` events whose symbol is past its emit interval."""
-        events: list[PositionEvent] = []
-        for symbol, (source, ts_received_ms) in list(self._pending_price_update.items()):
+    def flush_due(self, now_ms: int) -> list[MarkPriceEvent | PositionEvent]:
+        """Release held-back mark prices and price-driven updates whose symbol is past its interval."""
+        events: list[MarkPriceEvent | PositionEvent] = []
+        for symbol in sorted(set(self._pending_mark) | set(self._pending_price_update)):
             last = self._last_price_emit_ms.get(symbol)
             if last is not None and now_ms - last < self.min_emit_interval_ms:
                 continue
-            del self._pending_price_update[symbol]
             self._last_price_emit_ms[symbol] = now_ms
-            for key, held in sorted(self._positions.items()):
-                if key[0] == symbol:
-                    events.append(self._event("updated", held.obs, source, ts_received_ms))
+            mark = self._pending_mark.pop(symbol, None)
+            if mark is not None:
+                obs = self._marks[symbol].obs
+                assert obs is not None
+                events.append(MarkPriceEvent(
+                    exchange=self.exchange, venue=self.venue, symbol=symbol, mark_price=obs.mark_price,
+                    index_price=obs.index_price, funding_rate=obs.funding_rate, source=mark[0],
+                    ts_exchange_ms=obs.ts_exchange_ms, ts_received_ms=mark[1]))
+            update = self._pending_price_update.pop(symbol, None)
+            if update is not None:
+                for key, held in sorted(self._positions.items()):
+                    if key[0] == symbol:
+                        events.append(self._event("updated", held.obs, update[0], update[1]))
         return events
 
     def next_flush_ms(self) -> int | None:
         """When ``flush_due`` will next have something to release, or None."""
-        due = [self._last_price_emit_ms.get(s, 0) + self.min_emit_interval_ms for s in self._pending_price_update]
+        pending = set(self._pending_mark) | set(self._pending_price_update)
+        due = [self._last_price_emit_ms.get(s, 0) + self.min_emit_interval_ms for s in pending]
         return min(due) if due else None
 
     def _note_mark_from_position(self, obs: PositionObs) -> None:

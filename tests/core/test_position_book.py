@@ -99,19 +99,28 @@ def test_short_pnl_sign():
     assert update.unrealized_pnl == "9"
 
 
-def test_price_driven_updates_are_coalesced_and_released_later():
+def test_prices_and_price_driven_updates_are_coalesced_and_released_later():
     book = PositionBook("bybit-a", "bybit", min_emit_interval_ms=100)
     book.apply_positions(snap(pos()))
     first = book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=11), now_ms=1000)
     second = book.apply_mark_prices(prices(("BTCUSDT", "102"), ts=12), now_ms=1050)
     third = book.apply_mark_prices(prices(("BTCUSDT", "103"), ts=13), now_ms=1060)
-    assert sum(e.change == "updated" for e in first if hasattr(e, "change")) == 1
-    assert not any(hasattr(e, "change") for e in second + third)  # only mark_price events inside the interval
+    assert [type(e).__name__ for e in first] == ["MarkPriceEvent", "PositionEvent"]
+    assert second == [] and third == []  # held back inside the interval
     assert book.next_flush_ms() == 1100
     assert book.flush_due(1099) == []
     released = book.flush_due(1100)
-    assert [(e.change, e.mark_price) for e in released] == [("updated", "103")]  # latest wins
+    assert [(type(e).__name__, e.mark_price) for e in released] == [("MarkPriceEvent", "103"),
+                                                                    ("PositionEvent", "103")]  # latest wins
     assert book.flush_due(2000) == []
+    assert book.next_flush_ms() is None
+
+
+def test_symbols_are_coalesced_independently():
+    book = PositionBook("bybit-a", "bybit", min_emit_interval_ms=100)
+    book.apply_mark_prices(prices(("BTCUSDT", "1")), now_ms=1000)
+    events = book.apply_mark_prices(prices(("ETHUSDT", "2")), now_ms=1010)
+    assert [e.symbol for e in events] == ["ETHUSDT"]
 
 
 def test_late_mark_price_never_moves_time_backwards():
@@ -129,7 +138,7 @@ def test_position_event_carries_latest_known_mark_price():
 
 
 def test_identical_mark_observation_twice_is_emitted_once():
-    book = PositionBook("bybit-a", "bybit")
+    book = PositionBook("bybit-a", "bybit", min_emit_interval_ms=0)
     assert len(book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=20), now_ms=1)) == 1
     assert book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=20), now_ms=2) == []
     assert len(book.apply_mark_prices(prices(("BTCUSDT", "101"), ts=21), now_ms=3)) == 1  # fresh, same price
