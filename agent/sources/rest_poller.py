@@ -7,6 +7,7 @@ source, so that stop() cancels it and a slow poll is never run twice at once
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -68,6 +69,7 @@ class RestSource:
         self._clock_sync_interval_seconds = clock_sync_interval_seconds
         self._tasks = TaskOwner(f"{exchange}/rest")
         self._job_ids: list[str] = []
+        self.ready = asyncio.Event()  # set by the first complete positions snapshot since start()
         self.status = {
             "positions": PollStatus(positions_interval_seconds),
             "prices": PollStatus(prices_interval_seconds),
@@ -77,6 +79,7 @@ class RestSource:
         """Schedule the polls; the first of each runs at once."""
         if self._job_ids:
             return
+        self.ready.clear()
         now = datetime.now(timezone.utc)
         for kind, poll in (("positions", self.poll_positions), ("prices", self.poll_prices)):
             self._add_job(kind, poll, self.status[kind].interval_seconds, now)
@@ -104,6 +107,7 @@ class RestSource:
             except Exception:  # the scheduler may already be shut down  # noqa: BLE001
                 pass
         self._job_ids.clear()
+        self.ready.clear()
         await self._tasks.cancel_all(timeout_seconds=2.0)
 
     async def poll_positions(self) -> PositionSnapshot | None:
@@ -117,6 +121,8 @@ class RestSource:
         snapshot = PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(), complete=complete,
                                     as_of_ms=asked_ms)
         self._on_positions(snapshot)
+        if complete:
+            self.ready.set()
         return snapshot
 
     async def poll_prices(self) -> MarkPriceBatch | None:

@@ -131,6 +131,33 @@ class Metrics:
         self.sink_write_errors = Counter(
             "feedagent_sink_write_errors", "Failed sink writes.", ["sink"], registry=r)
 
+        # Modes and reconciliation
+        self.mode = Gauge(
+            "feedagent_mode", "1 for the exchange's effective data-source mode, 0 for the others (a state set).",
+            ["exchange", "mode"], registry=r)
+        self.mode_transitions = Counter(
+            "feedagent_mode_transitions", "Mode transitions, by direction and reason.",
+            ["exchange", "from", "to", "reason"], registry=r)
+        self.mode_transition_failures = Counter(
+            "feedagent_mode_transition_failures",
+            "Mode transitions abandoned because the new source never became ready (the old mode stays).",
+            ["exchange", "to"], registry=r)
+        self.reconcile_runs = Counter(
+            "feedagent_reconcile_runs", "REST reconciliations of the WebSocket view, by outcome.",
+            ["exchange", "outcome"], registry=r)
+        self.reconcile_disagreements = Counter(
+            "feedagent_reconcile_disagreements",
+            "Positions where REST disagreed with the WebSocket view (corrected), by kind.",
+            ["exchange", "kind"], registry=r)
+        self.position_snapshots = Counter(
+            "feedagent_position_snapshots", "Full REST position snapshots taken by the hybrid source, by reason.",
+            ["exchange", "reason"], registry=r)
+
+    def set_mode(self, exchange: str, mode: str) -> None:
+        """Mark ``mode`` as the effective one in the ``feedagent_mode`` state set."""
+        for m in ("rest", "hybrid", "shadow"):
+            self.mode.labels(exchange, m).set(1 if m == mode else 0)
+
     def init_exchange(self, exchange: str) -> None:
         """Create the known series of one exchange at zero so that rates and alerts see them from the start."""
         for kind in ("positions", "prices"):
@@ -140,6 +167,10 @@ class Metrics:
             self.messages_malformed.labels(exchange, source)
         self.exchange_ready.labels(exchange).set(0)
         self.rest_backoff_until.labels(exchange).set(0)
+        for outcome in ("ok", "error"):
+            self.reconcile_runs.labels(exchange, outcome)
+        for kind in ("missed_open", "missed_close", "size_mismatch", "ghost"):
+            self.reconcile_disagreements.labels(exchange, kind)
 
     def init_ws_stream(self, exchange: str, stream: str) -> None:
         """Create the known series of one WebSocket stream at zero."""
