@@ -216,3 +216,44 @@ def leverage_bracket(spec: SymbolSpec) -> dict[str, Any]:
                          "maintMarginRatio": mmr, "cum": round(cum, 2)})
         floor, previous_mmr = cap, mmr
     return {"symbol": spec.symbol, "notionalCoef": 1.0, "brackets": brackets}
+
+
+def mark_price_update(spec: SymbolSpec, quote: Quote, now_ms: int, mark_price: Decimal) -> dict[str, Any]:
+    """One ``markPriceUpdate`` event (``<symbol>@markPrice[@1s]``), with the undocumented ``st``."""
+    return {
+        "e": "markPriceUpdate",
+        "E": now_ms,
+        "s": spec.symbol,
+        "p": eight(mark_price),
+        "ap": eight(mark_price),
+        "i": eight(quote.index_price),
+        "P": eight(quote.index_price),
+        "r": eight(quote.funding_rate),
+        "T": next_funding_ms(now_ms),
+        "st": 0,
+    }
+
+
+def account_position(symbol: str, position_idx: int, pos: Position | None, spec: SymbolSpec,
+                     quote: Quote) -> dict[str, Any]:
+    """One ``P`` row of ``ACCOUNT_UPDATE``; a closed slot has ``pa`` "0"."""
+    if pos is None:
+        return {"s": symbol, "pa": "0", "ep": "0.0", "bep": "0", "cr": "0", "up": "0", "mt": "cross",
+                "iw": "0", "ps": POSITION_SIDES[position_idx]}
+    m = position_metrics(pos, quote.mark_price, spec)
+    return {"s": symbol, "pa": fmt(_signed_amount(pos)), "ep": fmt(pos.entry_price),
+            "bep": fmt(m.break_even_price), "cr": eight(pos.cum_realised_pnl), "up": eight(m.unrealised_pnl),
+            "mt": "cross", "iw": "0", "ps": POSITION_SIDES[position_idx]}
+
+
+def account_update(rows: list[dict[str, Any]], now_ms: int, wallet_balance: Decimal) -> dict[str, Any]:
+    """``ACCOUNT_UPDATE`` for an order fill: the USDT balance and only the positions that changed."""
+    return {"e": "ACCOUNT_UPDATE", "E": now_ms, "T": now_ms - 1,
+            "a": {"m": "ORDER",
+                  "B": [{"a": "USDT", "wb": eight(wallet_balance), "cw": eight(wallet_balance), "bc": "0"}],
+                  "P": rows}}
+
+
+def listen_key_expired(listen_key: str, now_ms: int, *, e_as_string: bool = False) -> dict[str, Any]:
+    """``listenKeyExpired``; production once sent ``E`` as a string."""
+    return {"e": "listenKeyExpired", "E": str(now_ms) if e_as_string else now_ms, "listenKey": listen_key}

@@ -211,3 +211,24 @@ def api_key_info(api_key: str, now_ms: int) -> dict[str, Any]:
             "ips": ["*"], "type": 1, "deadlineDay": -1, "expiredAt": "", "createdAt": "2024-01-01T00:00:00Z",
             "unified": 0, "uta": 1, "userID": 24600000, "inviterID": 0, "vipLevel": "No VIP",
             "mktMakerLevel": "0", "affiliateID": 0, "rsaPublicKey": "", "isMaster": True}
+
+
+def ws_position_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A REST position row (``position_row``/``flat_row``) as the ``position`` topic sends it.
+
+    The WebSocket names the entry price ``entryPrice`` (REST: ``avgPrice``) and adds ``category``.
+    """
+    out = {("entryPrice" if key == "avgPrice" else key): value for key, value in row.items()}
+    out["category"] = "linear"
+    return out
+
+
+def ws_ticker_row(spec: SymbolSpec, quote: Quote, now_ms: int, *, mark_price: Decimal,
+                  tick_direction: str, bid_size: Decimal, ask_size: Decimal) -> dict[str, Any]:
+    """All fields of a ``tickers.{symbol}`` snapshot: the REST row, plus the live book sizes."""
+    row = ticker_row(spec, quote, now_ms)
+    row["tickDirection"] = tick_direction
+    row["markPrice"] = fmt(mark_price)
+    row["bid1Size"] = fmt(bid_size)
+    row["ask1Size"] = fmt(ask_size)
+    return row

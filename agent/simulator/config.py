@@ -58,6 +58,27 @@ class SimulatorConfig:
         Length of the Binance 418 ban.
     listen_key_validity_seconds
         Lifetime of a Binance listenKey after its creation or last keepalive.
+    bybit_ws_ticker_interval_seconds
+        Push period of Bybit ``tickers.{symbol}`` deltas (real: 100 ms).
+    bybit_ws_private_idle_timeout_seconds
+        A Bybit private connection that sends no ``{"op":"ping"}`` for this long is cut
+        (real: 10 minutes); ``?max_active_time=`` (30 s to 600 s) overrides it per connection.
+    bybit_ws_public_args_max_chars
+        Budget of the ``args`` subscribed on one Bybit public connection, in characters (real: 21,000).
+    binance_ws_mark_price_fast_interval_seconds, binance_ws_mark_price_interval_seconds
+        Push periods of ``@markPrice@1s`` (real: 1 s) and ``@markPrice`` (real: 3 s).
+    binance_ws_ping_interval_seconds, binance_ws_pong_timeout_seconds
+        Binance sends a ping frame this often (real: 3 min) and cuts a connection that has
+        not answered a ping with a pong for the timeout (real: 10 min).
+    binance_ws_max_incoming_per_second
+        Incoming messages (text, ping, pong) per rolling second a Binance connection may send;
+        more disconnects it (real: 10).
+    binance_ws_max_streams_per_connection
+        Streams one Binance connection may hold (real: 1024).
+    binance_ws_max_connection_age_seconds
+        Every Binance connection is cut at this age (real: 24 h).
+    ws_frames_recorded_per_connection
+        Sent and received frames each WebSocket connection keeps for inspection (the newest).
     """
 
     seed: int | None = None
@@ -84,6 +105,17 @@ class SimulatorConfig:
     binance_429s_before_ban: int = 1
     binance_ban_seconds: float = 120.0
     listen_key_validity_seconds: float = 3600.0
+    bybit_ws_ticker_interval_seconds: float = 0.1
+    bybit_ws_private_idle_timeout_seconds: float = 600.0
+    bybit_ws_public_args_max_chars: int = 21_000
+    binance_ws_mark_price_fast_interval_seconds: float = 1.0
+    binance_ws_mark_price_interval_seconds: float = 3.0
+    binance_ws_ping_interval_seconds: float = 180.0
+    binance_ws_pong_timeout_seconds: float = 600.0
+    binance_ws_max_incoming_per_second: int = 10
+    binance_ws_max_streams_per_connection: int = 1024
+    binance_ws_max_connection_age_seconds: float = 86_400.0
+    ws_frames_recorded_per_connection: int = 256
 
     def __post_init__(self) -> None:
         for name in ("price_tick_interval_seconds", "position_change_interval_seconds"):
@@ -93,12 +125,20 @@ class SimulatorConfig:
                     "bybit_default_private_limit_per_second", "bybit_ip_limit_requests",
                     "bybit_ip_limit_window_seconds", "bybit_ip_ban_seconds",
                     "binance_weight_limit_per_minute", "binance_ban_seconds",
-                    "listen_key_validity_seconds")
+                    "listen_key_validity_seconds", "bybit_ws_ticker_interval_seconds",
+                    "bybit_ws_private_idle_timeout_seconds", "bybit_ws_public_args_max_chars",
+                    "binance_ws_mark_price_fast_interval_seconds", "binance_ws_mark_price_interval_seconds",
+                    "binance_ws_ping_interval_seconds", "binance_ws_pong_timeout_seconds",
+                    "binance_ws_max_incoming_per_second", "binance_ws_max_streams_per_connection",
+                    "binance_ws_max_connection_age_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, was {getattr(self, name)}")
         if self.initial_positions_per_venue < 0:
             raise ValueError(f"initial_positions_per_venue must be >= 0, was {self.initial_positions_per_venue}")
+        if self.ws_frames_recorded_per_connection < 0:
+            raise ValueError("ws_frames_recorded_per_connection must be >= 0, "
+                             f"was {self.ws_frames_recorded_per_connection}")
         if self.binance_429s_before_ban < 0:
             raise ValueError(f"binance_429s_before_ban must be >= 0, was {self.binance_429s_before_ban}")
         for venue, specs in (("bybit", self.bybit_symbols), ("binance", self.binance_symbols)):

@@ -107,6 +107,7 @@ class ControlApi:
             web.delete("/faults", self.clear_faults),
             web.delete("/faults/{fault_id}", self.clear_faults),
             web.get("/record", self.record),
+            web.get("/ws", self.ws_stats),
             web.get("/market/{venue}/positions", self.positions),
             web.post("/market/{venue}/positions", self.change_position),
             web.get("/market/{venue}/prices", self.prices),
@@ -155,6 +156,10 @@ class ControlApi:
             raise ControlError(f"'since' must be a non-negative integer, was {since_text!r}")
         changes = self.sim.record.to_json(venue=venue, since=int(since_text))
         return json_response({"changes": changes, "next": len(self.sim.record)})
+
+    async def ws_stats(self, request: web.Request) -> web.Response:
+        """GET /_sim/ws: WebSocket connections and frame counters per venue and stream."""
+        return json_response(self.sim.ws_stats())
 
     async def positions(self, request: web.Request) -> web.Response:
         """GET /_sim/market/{venue}/positions: open positions as the model holds them."""

@@ -3,7 +3,8 @@
 A fault has a venue, a kind (from an extensible registry of kinds), parameters, and a
 lifetime: ``count`` matching uses, ``duration_seconds``, or until cleared. Kinds that
 act on REST requests can be limited to one endpoint with ``endpoint`` (a path prefix
-below the venue's base, e.g. ``/v5/position/list``).
+below the venue's base, e.g. ``/v5/position/list``); WebSocket kinds can be limited to
+one stream with ``stream`` (``public``/``market`` or ``private``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAULT_VENUES = ("bybit", "binance")
+# The price stream is Bybit's "public" and Binance's "market"; either name selects it.
+_STREAM_NAMES = {"bybit": {"public": "public", "market": "public", "private": "private"},
+                 "binance": {"public": "market", "market": "market", "private": "private"}}
 _MALFORMED_MODES = ("invalid_json", "truncated", "missing_fields", "empty_numbers")
 _AUTH_REASONS = ("key", "sign", "timestamp")
 
@@ -43,10 +47,13 @@ class FaultKind:
     params: tuple[Param, ...] = ()
     counted: bool = True
     endpoint_filter: bool = True
+    stream_filter: bool = False
+    timed: bool = True
+    venues: tuple[str, ...] = FAULT_VENUES
 
 
 # Lifetime and scope controls shared by kinds (validated separately from kind params).
-_COMMON = ("count", "duration_seconds", "endpoint")
+_COMMON = ("count", "duration_seconds", "endpoint", "stream")
 
 KINDS: dict[str, FaultKind] = {}
 
@@ -96,19 +103,27 @@ class Fault:
     expires_at: float | None = None
     hits: int = 0
     created_at: float = field(default=0.0)
+    stream: str | None = None
 
-    def matches(self, venue: str, kind: str, endpoint: str | None) -> bool:
-        """True if this fault applies to a request of ``venue``/``kind`` on ``endpoint``."""
+    def matches(self, venue: str, kind: str, endpoint: str | None, stream: str | None = None) -> bool:
+        """True if this fault applies to a use of ``venue``/``kind`` on ``endpoint`` or ``stream``."""
         if self.venue != venue or self.kind != kind:
             return False
+        if self.stream is not None and stream is not None and self.stream != stream:
+            return False
         return self.endpoint is None or endpoint is None or endpoint.startswith(self.endpoint)
+
+    @property
+    def has_lifetime(self) -> bool:
+        """True when the fault was given a ``count`` or a ``duration_seconds``."""
+        return self.remaining is not None or self.expires_at is not None
 
     def to_json(self, now: float) -> dict[str, Any]:
         """JSON-ready description, with the seconds left when it has a duration."""
         left = None if self.expires_at is None else round(max(0.0, self.expires_at - now), 3)
         return {"id": self.id, "venue": self.venue, "kind": self.kind, "params": dict(self.params),
-                "endpoint": self.endpoint, "remaining_count": self.remaining, "remaining_seconds": left,
-                "hits": self.hits}
+                "endpoint": self.endpoint, "stream": self.stream, "remaining_count": self.remaining,
+                "remaining_seconds": left, "hits": self.hits}
 
 
 class FaultRegistry:
@@ -118,24 +133,38 @@ class FaultRegistry:
         self._clock = clock
         self._faults: dict[str, Fault] = {}
         self._ids = itertools.count(1)
+        self._listeners: list[Callable[[Fault], None]] = []
+
+    def add_listener(self, callback: Callable[[Fault], None]) -> None:
+        """Call ``callback(fault)`` for every fault just injected (kinds that act at once use this)."""
+        self._listeners.append(callback)
 
     def inject(self, venue: str, kind: str, **params: Any) -> str:
         """Activate a fault; returns its id. Raises FaultError on a bad request."""
         spec = KINDS.get(kind)
         if spec is None:
             raise FaultError(f"unknown fault kind {kind!r}; known: {sorted(KINDS)}")
-        venues = FAULT_VENUES if venue == "all" else (venue,)
+        venues = spec.venues if venue == "all" else (venue,)
         if venues[0] not in FAULT_VENUES:
             raise FaultError(f"unknown venue {venue!r}; known: {list(FAULT_VENUES)} or 'all'")
+        if venues[0] not in spec.venues:
+            raise FaultError(f"{kind} applies to {list(spec.venues)} only, not {venue!r}")
+        stream = self._stream(spec, params)
         count, duration, endpoint = self._lifetime(spec, params)
         kind_params = _validate_params(spec, params)
         now = self._clock()
         fault_id = f"fault-{next(self._ids)}"
+        created = []
         for v in venues:
             # "all" makes one fault per venue sharing the id prefix, so each venue counts its own uses.
             fid = fault_id if len(venues) == 1 else f"{fault_id}-{v}"
-            self._faults[fid] = Fault(fid, v, kind, kind_params, endpoint, count,
-                                      None if duration is None else now + duration, created_at=now)
+            fault = Fault(fid, v, kind, kind_params, endpoint, count, None if duration is None else now + duration,
+                          created_at=now, stream=None if stream is None else _STREAM_NAMES[v][stream])
+            self._faults[fid] = fault
+            created.append(fault)
+        for fault in created:
+            for callback in list(self._listeners):
+                callback(fault)
         return fault_id
 
     def clear(self, fault_id: str | None = None) -> int:
@@ -159,17 +188,19 @@ class FaultRegistry:
         now = self._clock()
         return [f.to_json(now) for f in self.active()]
 
-    def peek(self, venue: str, kind: str, endpoint: str | None = None) -> Fault | None:
+    def peek(self, venue: str, kind: str, endpoint: str | None = None, *,
+             stream: str | None = None) -> Fault | None:
         """The oldest matching fault, without using it up."""
         self._expire()
         for fault in self._faults.values():
-            if fault.matches(venue, kind, endpoint):
+            if fault.matches(venue, kind, endpoint, stream):
                 return fault
         return None
 
-    def take(self, venue: str, kind: str, endpoint: str | None = None) -> Fault | None:
+    def take(self, venue: str, kind: str, endpoint: str | None = None, *,
+             stream: str | None = None) -> Fault | None:
         """The oldest matching fault, counting one use of it (a counted fault ends at zero)."""
-        fault = self.peek(venue, kind, endpoint)
+        fault = self.peek(venue, kind, endpoint, stream=stream)
         if fault is None:
             return None
         fault.hits += 1
@@ -191,10 +222,23 @@ class FaultRegistry:
             del self._faults[fid]
 
     @staticmethod
+    def _stream(spec: FaultKind, params: dict[str, Any]) -> str | None:
+        stream = params.pop("stream", None)
+        if stream is None:
+            return None
+        if not spec.stream_filter:
+            raise FaultError(f"{spec.name} does not take stream")
+        if stream not in ("public", "market", "private"):
+            raise FaultError(f"stream must be 'public', 'market' or 'private', was {stream!r}")
+        return str(stream)
+
+    @staticmethod
     def _lifetime(spec: FaultKind, params: dict[str, Any]) -> tuple[int | None, float | None, str | None]:
         count = params.pop("count", None)
         duration = params.pop("duration_seconds", None)
         endpoint = params.pop("endpoint", None)
+        if duration is not None and not spec.timed:
+            raise FaultError(f"{spec.name} acts once and takes no duration_seconds")
         if count is not None:
             if not spec.counted:
                 raise FaultError(f"{spec.name} does not take count; use duration_seconds")
@@ -236,6 +280,7 @@ def _validate_params(spec: FaultKind, params: dict[str, Any]) -> dict[str, Any]:
 def kinds_json() -> dict[str, Any]:
     """The registered kinds and their parameters, for ``GET /_sim/faults/kinds``."""
     return {k.name: {"doc": k.doc, "counted": k.counted, "endpoint_filter": k.endpoint_filter,
+                     "stream_filter": k.stream_filter, "timed": k.timed, "venues": list(k.venues),
                      "params": {p.name: {"required": p.required, "choices": list(p.choices), "doc": p.doc}
                                 for p in k.params}}
             for k in KINDS.values()}

@@ -9,18 +9,23 @@ import secrets
 import string
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from aiohttp import web
 
 from agent.simulator.autopilot import Autopilot
 from agent.simulator.binance_rest import BinanceRest
+from agent.simulator.binance_ws import BinanceWs
 from agent.simulator.bybit_rest import BybitRest
+from agent.simulator.bybit_ws import BybitWs
 from agent.simulator.config import SimulatorConfig
 from agent.simulator.control import ControlApi, control_errors
 from agent.simulator.faults import FaultRegistry
 from agent.simulator.market import MarketModel, wall_clock_ms
 from agent.simulator.positions import ChangeRecord
 from agent.simulator.rest_common import Credentials, VenueContext
+from agent.simulator.ws_common import WsConnection
+from agent.simulator.ws_hub import WsHub
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,7 @@ def _url_host(host: str) -> str:
 
 
 class Simulator:
-    """Both venues' REST (and later WebSocket) protocols on loopback, with a market and faults."""
+    """Both venues' REST and WebSocket protocols on loopback, with a market and faults."""
 
     def __init__(self, config: SimulatorConfig | None = None, *,
                  clock_ms: Callable[[], int] = wall_clock_ms) -> None:
@@ -93,6 +98,12 @@ class Simulator:
         }
         self.bybit_rest = BybitRest(self._context("bybit", BYBIT_PREFIX, clock_ms))
         self.binance_rest = BinanceRest(self._context("binance", BINANCE_PREFIX, clock_ms))
+        self.ws = WsHub(cfg, self.faults)
+        self.bybit_ws = BybitWs(self._context("bybit", BYBIT_PREFIX, clock_ms), self.ws, seed=self.seed)
+        self.binance_ws = BinanceWs(self._context("binance", BINANCE_PREFIX, clock_ms), self.ws,
+                                    self.binance_rest.listen_keys)
+        self.market.add_listener(self.ws.on_market_event)
+        self.faults.add_listener(self.ws.on_fault)
         self.control = ControlApi(self)
         self.endpoints: SimulatorEndpoints | None = None
         self._runner: web.AppRunner | None = None
@@ -107,6 +118,15 @@ class Simulator:
         """Every position lifecycle change the simulator made, oldest first."""
         return self.market.record
 
+    def ws_stats(self) -> dict[str, Any]:
+        """WebSocket activity: per venue and stream, connections opened/open/closed (by reason),
+        frame counters and live subscriptions; plus a summary of each recent connection."""
+        return self.ws.stats()
+
+    def ws_connections(self, venue: str | None = None, stream: str | None = None) -> list[WsConnection]:
+        """Recent and live WebSocket connections (with their recorded frames), oldest first."""
+        return self.ws.connections(venue, stream)
+
     def build_app(self) -> web.Application:
         """The root application: ``/bybit``, ``/binance`` and ``/_sim`` sub-applications.
 
@@ -115,8 +135,10 @@ class Simulator:
         """
         bybit_app = web.Application(middlewares=[self.bybit_rest.middleware])
         bybit_app.add_routes(self.bybit_rest.routes())
+        bybit_app.add_routes(self.bybit_ws.routes())
         binance_app = web.Application(middlewares=[self.binance_rest.middleware])
         binance_app.add_routes(self.binance_rest.routes())
+        binance_app.add_routes(self.binance_ws.routes())
         control_app = web.Application(middlewares=[control_errors])
         control_app.add_routes(self.control.routes())
         app = web.Application()
@@ -144,6 +166,13 @@ class Simulator:
             self.autopilot.open_initial(self.config.initial_positions_per_venue)
         self._spawn("simulator/price-walk", self.config.price_tick_interval_seconds, self.market.step)
         self._spawn("simulator/autopilot", self.config.position_change_interval_seconds, self.autopilot.step)
+        cfg = self.config
+        self._spawn("simulator/ws-housekeeping", self.ws.housekeeping_interval_seconds(), self.ws.housekeeping)
+        self._spawn("simulator/bybit-tickers", cfg.bybit_ws_ticker_interval_seconds, self.bybit_ws.push_tickers)
+        self._spawn("simulator/binance-mark-1s", cfg.binance_ws_mark_price_fast_interval_seconds,
+                    self.binance_ws.push_mark_prices_fast)
+        self._spawn("simulator/binance-mark-3s", cfg.binance_ws_mark_price_interval_seconds,
+                    self.binance_ws.push_mark_prices)
         log.info("simulator listening", extra={"event": "simulator_listening",
                                                "control_url": self.endpoints.control_url})
         return self.endpoints
@@ -180,7 +209,9 @@ class Simulator:
                 log.exception("simulator step failed")
 
     async def stop(self, timeout_seconds: float = 5.0) -> None:
-        """Cancel the market loops (with a timeout) and close the server; safe twice or unstarted."""
+        """Close WebSocket connections, cancel the loops (with a timeout), close the server; safe twice
+        or unstarted."""
+        await self.ws.close_all()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

@@ -144,3 +144,77 @@ async def start_sim() -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
     yield start
     for simulator in started:
         await simulator.stop()
+
+
+# -- WebSocket helpers ----------------------------------------------------------------------------
+
+# Short WebSocket periods so the tests run in well under a second each.
+FAST_WS = {"bybit_ws_ticker_interval_seconds": 0.02, "binance_ws_mark_price_fast_interval_seconds": 0.05,
+           "binance_ws_mark_price_interval_seconds": 0.15}
+
+
+class WsClient:
+    """A plain aiohttp WebSocket client with JSON helpers; every wait is bounded."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def send(self, payload: Any) -> None:
+        await self.ws.send_str(json.dumps(payload))
+
+    async def recv_msg(self, timeout_seconds: float = 3.0) -> aiohttp.WSMessage:
+        """The next frame of any type (text, ping, close ...)."""
+        return await self.ws.receive(timeout=timeout_seconds)
+
+    async def recv(self, timeout_seconds: float = 3.0) -> Any:
+        """The next text frame, decoded; fails on anything else."""
+        msg = await self.ws.receive(timeout=timeout_seconds)
+        assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r}"
+        return json.loads(msg.data)
+
+    async def recv_until(self, predicate: Callable[[Any], bool], *, timeout_seconds: float = 3.0) -> Any:
+        """Skip text frames until one satisfies ``predicate``; fail after the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"no matching frame within {timeout_seconds} s")
+            payload = await self.recv(left)
+            if predicate(payload):
+                return payload
+
+    async def wait_closed(self, timeout_seconds: float = 3.0) -> aiohttp.WSMessage:
+        """Read until the server closes; returns the closing message."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"connection still open after {timeout_seconds} s")
+            msg = await self.ws.receive(timeout=left)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                            aiohttp.WSMsgType.ERROR):
+                return msg
+
+
+@pytest.fixture
+async def ws_connect() -> AsyncIterator[Callable[..., Awaitable[WsClient]]]:
+    """Open WebSocket clients (``await ws_connect(url, autoping=...)``); all are closed at teardown."""
+    session = aiohttp.ClientSession()
+    opened: list[aiohttp.ClientWebSocketResponse] = []
+
+    async def connect(url: str, **kwargs: Any) -> WsClient:
+        ws = await session.ws_connect(url, **kwargs)
+        opened.append(ws)
+        return WsClient(ws)
+
+    yield connect
+    for ws in opened:
+        await ws.close()
+    await session.close()
+
+
+def bybit_auth_args(key: str, secret: str, expires_ms: int) -> list[Any]:
+    """``[apiKey, expires, signature]`` of a Bybit private WebSocket auth op."""
+    return [key, expires_ms, _hmac(secret, f"GET/realtime{expires_ms}")]

@@ -117,7 +117,9 @@ async def test_stop_is_safe_unstarted_and_twice() -> None:
     await unstarted.stop()
     sim = Simulator(SimulatorConfig(seed=1))
     endpoints = await sim.start()
-    assert [t.get_name() for t in sim._tasks] == ["simulator/price-walk", "simulator/autopilot"]
+    assert [t.get_name() for t in sim._tasks] == [
+        "simulator/price-walk", "simulator/autopilot", "simulator/ws-housekeeping", "simulator/bybit-tickers",
+        "simulator/binance-mark-1s", "simulator/binance-mark-3s"]
     await sim.stop()
     await sim.stop()
     assert sim._tasks == []
