@@ -169,7 +169,7 @@ class Metrics:
         self.rest_backoff_until.labels(exchange).set(0)
         for outcome in ("ok", "error"):
             self.reconcile_runs.labels(exchange, outcome)
-        for kind in ("missed_open", "missed_close", "size_mismatch", "ghost"):
+        for kind in ("missed_open", "missed_close", "size_mismatch"):
             self.reconcile_disagreements.labels(exchange, kind)
 
     def init_ws_stream(self, exchange: str, stream: str) -> None:
