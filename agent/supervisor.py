@@ -71,9 +71,6 @@ class Supervisor:
             pipeline = ExchangePipeline(name=name, config=exchange, endpoints=endpoints, credentials=credentials,
                                         bus=self.bus, scheduler=self.scheduler, metrics=self.metrics)
             self.pipelines[name] = pipeline
-            if exchange.mode != "rest":
-                log.warning("mode not available in this build; running rest",
-                            extra={"event": "mode_unavailable", "exchange": name, "mode": exchange.mode})
         await asyncio.gather(*(p.start() for p in self.pipelines.values()))
         self._write_runtime_file()
         log.info("agent started", extra={"event": "agent_started", "version": __version__,

@@ -109,6 +109,10 @@ class Metrics:
         self.ws_callback_errors = Counter(
             "feedagent_ws_callback_errors", "Exceptions raised by a stream's callbacks, caught and skipped.",
             [*ws, "callback"], registry=r)
+        self.ws_listen_key_age = Gauge(
+            "feedagent_ws_listen_key_age_seconds",
+            "Seconds since the Binance listenKey was created or last kept alive (it expires at 3600 without a "
+            "keepalive); 0 while no key is held.", ["exchange"], registry=r)
 
         # Messages and events
         self.messages_malformed = Counter(

@@ -49,6 +49,7 @@ class BybitPositionData(msgspec.Struct, frozen=True, rename="camel"):
     leverage: str = ""  # "" under portfolio margin
     liq_price: str = ""  # can be ""
     updated_time: str | int = ""  # ms
+    category: str = ""  # on the WebSocket rows of the all-in-one ``position`` topic: linear | inverse | option
 
 
 class BybitTickersResult(msgspec.Struct, frozen=True, rename="camel"):
@@ -65,3 +66,68 @@ class BybitTickerData(msgspec.Struct, frozen=True, rename="camel"):
     mark_price: str = ""
     index_price: str = ""
     funding_rate: str = ""  # "" on dated futures
+
+
+# -- WebSocket (https://bybit-exchange.github.io/docs/v5/ws/connect) ---------------------------------
+
+
+class BybitWsEnvelope(msgspec.Struct, frozen=True):
+    """Any frame of a v5 stream, decoded just enough to route it.
+
+    Data frames carry ``topic``; control frames carry ``op`` (``pong``, ``auth``,
+    ``subscribe``…) or, on option/spread streams, ``type: "COMMAND_RESP"``.
+    Success is ``success``, never ``retCode`` (the stream replies have none).
+    """
+
+    topic: str | None = None
+    op: str | None = None
+    type: str | None = None  # "snapshot" | "delta" on data frames; "COMMAND_RESP" on option acks
+    success: bool | None = None
+    ret_msg: str | None = None
+    req_id: str | int | None = None  # echoed as sent; linear acks send "" when none was sent
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    ts: int | str | None = None  # ms
+    cs: int | str | None = None  # cross sequence (tickers)
+    creation_time: int | str | None = msgspec.field(name="creationTime", default=None)  # private topics
+
+
+class BybitCommandRespData(msgspec.Struct, frozen=True, rename="camel"):
+    """``data`` of an option/spread ``COMMAND_RESP`` subscribe ack."""
+
+    fail_topics: list[str] = msgspec.field(default_factory=list)
+    success_topics: list[str] = msgspec.field(default_factory=list)
+
+
+class BybitTickerWsData(msgspec.Struct, frozen=True, rename="camel"):
+    """``data`` of a ``tickers.{symbol}`` frame. https://bybit-exchange.github.io/docs/v5/websocket/public/ticker
+
+    A delta carries only the fields that changed: an absent field is ``UNSET``
+    (unchanged), which is not the same as ``""`` (the value is now empty, e.g.
+    ``fundingRate`` on dated futures).
+    """
+
+    symbol: str | msgspec.UnsetType = msgspec.UNSET
+    mark_price: str | None | msgspec.UnsetType = msgspec.UNSET
+    index_price: str | None | msgspec.UnsetType = msgspec.UNSET
+    funding_rate: str | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class BybitTickerMsg(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``tickers.{symbol}`` frame, as classified from the stream (built by ``ws_parse``)."""
+
+    topic: str
+    type: str  # "snapshot" | "delta"
+    data: BybitTickerWsData
+    ts: int | None = None  # ms
+    cs: int | None = None
+
+
+class BybitPositionMsg(msgspec.Struct, frozen=True, kw_only=True):
+    """One private ``position`` frame. https://bybit-exchange.github.io/docs/v5/websocket/private/position
+
+    Rows stay raw (``BybitPositionData`` each) so one bad row is skipped, not the frame.
+    """
+
+    topic: str
+    rows: tuple[msgspec.Raw, ...]
+    creation_time: int | None = None  # ms

@@ -1,0 +1,284 @@
+"""HybridSource: positions from the private WebSocket, mark prices from the public one, REST as reconciler.
+
+- On every private (re)connect or key rotation: a full REST position snapshot,
+  then WebSocket deltas (a position stream says nothing until something changes,
+  so silence never means flat).
+- Mark-price subscriptions follow the configured symbols plus every symbol with
+  an open position (subscribe on open, unsubscribe on close).
+- Every ``hybrid.reconcile_interval_seconds`` a REST snapshot is compared with
+  the book; disagreements are counted by kind and corrected (the snapshot goes
+  into the book, which emits the correcting events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent.config.models import ExchangeConfig
+from agent.core.observations import MarkPriceBatch, PositionObs, PositionSnapshot
+from agent.core.position_book import PositionBook
+from agent.core.tasks import TaskOwner
+from agent.exchanges import create_ws_venue
+from agent.exchanges.base import ApiCredentials, ResolvedEndpoints, VenueRestApi
+from agent.sources.reconcile import diff_positions
+from agent.telemetry.metrics import Metrics
+from agent.transport.errors import RestError
+from agent.transport.ws import ResilientWebSocket
+from agent.transport.ws_backoff import ConnectionBudget
+from agent.transport.ws_config import WsConfig
+from agent.transport.ws_delivery import WsDataQueue
+
+log = logging.getLogger("agent.sources.hybrid")
+
+_SNAPSHOT_RETRY_INITIAL_SECONDS = 0.5
+_SNAPSHOT_RETRY_MAX_SECONDS = 30.0
+
+
+class HybridSource:
+    """The WebSocket side of one exchange (public + private streams) with REST snapshots."""
+
+    def __init__(self, *, exchange: str, config: ExchangeConfig, endpoints: ResolvedEndpoints,
+                 credentials: ApiCredentials | None, api: VenueRestApi, scheduler: AsyncIOScheduler,
+                 metrics: Metrics, symbols: Callable[[], Sequence[str]], book_view: PositionBook,
+                 on_positions: Callable[[PositionSnapshot], None],
+                 on_prices: Callable[[MarkPriceBatch], None]) -> None:
+        self.exchange = exchange
+        self.config = config
+        self.api = api
+        self._endpoints = endpoints
+        self._credentials = credentials
+        self._scheduler = scheduler
+        self._metrics = metrics
+        self._symbols = symbols
+        self._book = book_view
+        self._on_positions = on_positions
+        self._on_prices = on_prices
+        self._tasks = TaskOwner(f"{exchange}/hybrid")
+        self.ready = asyncio.Event()
+        self.venue: Any = None
+        self.public: ResilientWebSocket | None = None
+        self.private: ResilientWebSocket | None = None
+        self._public_queue: WsDataQueue | None = None
+        self._private_queue: WsDataQueue | None = None
+        self._job_id = f"{exchange}/hybrid-reconcile"
+        self._resync_wanted = asyncio.Event()
+        self.last_reconcile: dict[str, Any] | None = None
+        self.snapshots_taken = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect both streams (in the background), subscribe, schedule reconciliation."""
+        if self.public is not None:
+            return
+        self.ready.clear()
+        cfg = self.config
+        self.venue = create_ws_venue(self.exchange, cfg, self._endpoints, self._credentials, self.api,
+                                     self._metrics, on_rotation_needed=self._rotate_private)
+        ws_config = _ws_config(cfg)
+        budget = ConnectionBudget(*self.venue.connection_budget)
+        self._public_queue = WsDataQueue(self.venue.public_is_streaming, metrics=self._metrics,
+                                         exchange=self.exchange, stream="public")
+        self._private_queue = WsDataQueue(lambda topic: False, metrics=self._metrics,
+                                          exchange=self.exchange, stream="private")
+        self.public = ResilientWebSocket(
+            self.venue.public, exchange=self.exchange, stream="public", config=ws_config, metrics=self._metrics,
+            budget=budget, on_data=self._public_queue.put, on_connected=self._public_connected)
+        self.private = ResilientWebSocket(
+            self.venue.private, exchange=self.exchange, stream="private", config=ws_config, metrics=self._metrics,
+            budget=budget, on_data=self._private_queue.put, on_connected=self._private_connected,
+            on_notice=self.venue.on_notice)
+        await self.venue.start()
+        self._tasks.spawn("public-consumer", self._consume_public())
+        self._tasks.spawn("private-consumer", self._consume_private())
+        self._tasks.spawn("resync", self._resync_loop())
+        await self.public.subscribe(self._wanted_public_topics())
+        await self.private.subscribe(self.venue.private_topics())
+        await self.public.start()
+        await self.private.start()
+        self._scheduler.add_job(self._fire_reconcile, IntervalTrigger(seconds=cfg.hybrid.reconcile_interval_seconds),
+                                id=self._job_id, name=self._job_id, coalesce=True, max_instances=1,
+                                replace_existing=True, misfire_grace_time=None)
+
+    async def stop(self) -> None:
+        """Close both streams, stop the key owner and every task; safe to call twice."""
+        try:
+            self._scheduler.remove_job(self._job_id)
+        except Exception:  # noqa: BLE001 - not scheduled, or the scheduler is already down
+            pass
+        for ws in (self.public, self.private):
+            if ws is not None:
+                await ws.stop()
+        if self.venue is not None:
+            await self.venue.stop()
+        await self._tasks.cancel_all(timeout_seconds=2.0)
+        self.public = self.private = None
+        self.venue = None
+        self.ready.clear()
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    def _wanted_public_topics(self) -> list[str]:
+        return sorted(self.venue.mark_price_topic(s) for s in self._symbols())
+
+    def follow_symbols_changed(self) -> None:
+        """The set of followed symbols changed (a position opened or closed): adjust subscriptions."""
+        if self.public is not None and not self._tasks.running("follow"):
+            self._tasks.spawn("follow", self._sync_public_topics())
+
+    async def _sync_public_topics(self) -> None:
+        assert self.public is not None
+        wanted = set(self._wanted_public_topics())
+        current = set(self.public.topics())
+        if wanted - current:
+            await self.public.subscribe(sorted(wanted - current))
+        if current - wanted:
+            await self.public.unsubscribe(sorted(current - wanted))
+            for topic in current - wanted:
+                self.venue.forget_public_topic(topic)
+
+    # -- streams -> observations -----------------------------------------------------------------
+
+    async def _public_connected(self, generation: int) -> None:
+        self.venue.public_reconnected()
+
+    async def _private_connected(self, generation: int) -> None:
+        # Whatever happened while the stream was down is only in REST: snapshot first, deltas after.
+        self.snapshots_taken += 1
+        reason = "connect" if generation <= 1 else "reconnect"
+        if not await self._snapshot(reason):
+            self._resync_wanted.set()
+
+    def _rotate_private(self) -> None:
+        """The key owner replaced the listenKey: rotate the private stream make-before-break."""
+        if self.private is not None:
+            self.private.request_rotation()
+
+    async def _consume_public(self) -> None:
+        assert self._public_queue is not None
+        while True:
+            message = await self._public_queue.get()
+            try:
+                prices = self.venue.parse_public(message.topic, message.payload)
+            except Exception:  # noqa: BLE001 - a bad frame is counted, never fatal to the stream
+                self._metrics.messages_malformed.labels(self.exchange, "ws").inc()
+                continue
+            if prices:
+                self._on_prices(MarkPriceBatch(prices=tuple(prices), source="ws",
+                                               ts_received_ms=message.ts_received_ms))
+
+    async def _consume_private(self) -> None:
+        assert self._private_queue is not None
+        overflowed = 0
+        while True:
+            message = await self._private_queue.get()
+            if self._private_queue.overflowed != overflowed:
+                overflowed = self._private_queue.overflowed
+                self._resync_wanted.set()  # an event was dropped: only a snapshot restores a complete view
+            try:
+                rows = self.venue.parse_private(message.topic, message.payload)
+            except Exception:  # noqa: BLE001
+                self._metrics.messages_malformed.labels(self.exchange, "ws").inc()
+                continue
+            if rows:
+                self._on_positions(PositionSnapshot(positions=tuple(rows), source="ws",
+                                                    ts_received_ms=message.ts_received_ms, complete=False))
+
+    # -- REST snapshots and reconciliation -------------------------------------------------------
+
+    async def _snapshot(self, reason: str) -> list[PositionObs] | None:
+        """Take a full REST snapshot into the book; None when REST failed."""
+        asked_ms = _now_ms()
+        try:
+            rows = await self.api.fetch_positions()
+        except RestError as exc:
+            log.warning("position snapshot failed", extra={"event": "snapshot_failed", "exchange": self.exchange,
+                                                           "reason": reason, "error": str(exc)})
+            return None
+        complete = self.api.status.last_positions_malformed_rows == 0
+        self.venue.seed_private(rows)
+        self._metrics.position_snapshots.labels(self.exchange, reason).inc()
+        self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
+                                            complete=complete, as_of_ms=asked_ms))
+        if complete:
+            self.ready.set()
+        return rows
+
+    async def _resync_loop(self) -> None:
+        """Retry a wanted snapshot with capped, jittered backoff until it succeeds."""
+        delay = _SNAPSHOT_RETRY_INITIAL_SECONDS
+        while True:
+            await self._resync_wanted.wait()
+            if await self._snapshot("resync") is not None:
+                self._resync_wanted.clear()
+                delay = _SNAPSHOT_RETRY_INITIAL_SECONDS
+                continue
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, _SNAPSHOT_RETRY_MAX_SECONDS)
+
+    async def _fire_reconcile(self) -> None:
+        if not self._tasks.running("reconcile"):
+            self._tasks.spawn("reconcile", self.reconcile())
+
+    async def reconcile(self) -> dict[str, int] | None:
+        """Compare a REST snapshot with the book, count the disagreements, correct the book."""
+        held = {p.key: p for p in self._book.positions()}
+        asked_ms = _now_ms()
+        try:
+            rows = await self.api.fetch_positions()
+        except RestError as exc:
+            self._metrics.reconcile_runs.labels(self.exchange, "error").inc()
+            self.last_reconcile = {"ts_ms": asked_ms, "error": str(exc)}
+            return None
+        complete = self.api.status.last_positions_malformed_rows == 0
+        disagreements = diff_positions(held, rows, complete=complete)
+        for kind, count in disagreements.items():
+            if count:
+                self._metrics.reconcile_disagreements.labels(self.exchange, kind).inc(count)
+        self._metrics.reconcile_runs.labels(self.exchange, "ok").inc()
+        self.last_reconcile = {"ts_ms": asked_ms, "disagreements": disagreements}
+        if any(disagreements.values()):
+            log.warning("reconciliation corrected the WebSocket view",
+                        extra={"event": "reconcile_corrected", "exchange": self.exchange, **disagreements})
+        self.venue.seed_private(rows)
+        self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
+                                            complete=complete, as_of_ms=asked_ms))
+        return disagreements
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The /status view of the WebSocket side."""
+        return {
+            "ready": self.ready.is_set(),
+            "public": self.public.snapshot().to_dict() if self.public else None,
+            "private": self.private.snapshot().to_dict() if self.private else None,
+            "snapshots_taken": self.snapshots_taken,
+            "last_reconcile": self.last_reconcile,
+            **(self.venue.status() if self.venue is not None else {}),
+        }
+
+
+def _ws_config(cfg: ExchangeConfig) -> WsConfig:
+    ws = cfg.ws
+    return WsConfig(
+        connect_timeout_seconds=ws.connect_timeout_seconds,
+        ping_interval_seconds=ws.ping_interval_seconds,
+        pong_timeout_seconds=ws.pong_timeout_seconds,
+        backoff_initial_seconds=ws.reconnect_initial_delay_seconds,
+        backoff_max_seconds=ws.reconnect_max_delay_seconds,
+        rotate_after_seconds=ws.rotate_after_seconds,
+        hook_timeout_seconds=cfg.rest.request_timeout_seconds * 2,
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
