@@ -191,7 +191,7 @@ class WsSection(StrictModel):
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
     reconnect_initial_delay_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
     reconnect_max_delay_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
-    rotate_after_seconds: Annotated[float, Field(ge=60, le=86_400)] = 82_800.0
+    rotate_after_seconds: Annotated[float, Field(ge=1, le=86_400)] = 82_800.0  # Binance cuts at 24 h
     listen_key_keepalive_seconds: Annotated[float, Field(ge=1, le=3_300)] = 1_800.0
 
     @model_validator(mode="after")

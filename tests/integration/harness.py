@@ -130,3 +130,58 @@ def read_runtime(state_dir: Path, timeout_seconds: float = 15.0) -> dict[str, An
 def spawn(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(feedagent_cmd(*args), cwd=cwd, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+FAST_WS = {"ping_interval_seconds": 0.5, "pong_timeout_seconds": 1.0, "stale_after_seconds": 2.5,
+           "connect_timeout_seconds": 2.0, "reconnect_initial_delay_seconds": 0.05,
+           "reconnect_max_delay_seconds": 0.5}
+
+
+def custom_exchange(eps: Any, venue: str, *, mode: str = "hybrid", **overrides: Any) -> dict[str, Any]:
+    """A `custom` exchange block pointing at a running Simulator's endpoints (credentials via env)."""
+    v = getattr(eps, venue)
+    ws_key, ws_url = ("ws_public_url", v.ws_public_url) if venue == "bybit" else ("ws_market_url", v.ws_market_url)
+    block: dict[str, Any] = {
+        "venue": venue, "environment": "custom", "mode": mode, "symbols": ["BTCUSDT", "ETHUSDT"],
+        "min_emit_interval_ms": 0,
+        "endpoints": {"rest_url": v.rest_url, ws_key: ws_url, "ws_private_url": v.ws_private_url},
+        "credentials": {"api_key_env": f"T_{venue.upper()}_KEY", "api_secret_env": f"T_{venue.upper()}_SECRET"},
+        "rest": {"positions_interval_seconds": 0.2, "prices_interval_seconds": 0.2, "request_timeout_seconds": 2},
+        "ws": dict(FAST_WS),
+        "hybrid": {"reconcile_interval_seconds": 1},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(block.get(key), dict):
+            block[key] = {**block[key], **value}
+        else:
+            block[key] = value
+    return block
+
+
+def credentials_env(eps: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    for venue in ("bybit", "binance"):
+        v = getattr(eps, venue)
+        env[f"T_{venue.upper()}_KEY"] = v.api_key
+        env[f"T_{venue.upper()}_SECRET"] = v.api_secret
+    return env
+
+
+@contextlib.asynccontextmanager
+async def agent_on_simulator(tmp_path: Path, sim_config: Any = None, *, modes: dict[str, str] | None = None,
+                             overrides: dict[str, dict[str, Any]] | None = None,
+                             ) -> AsyncIterator[tuple[Supervisor, EventLog, Any]]:
+    """A Simulator of the test's own (full control of its knobs) and an agent with custom exchanges on it."""
+    from agent.simulator import Simulator, SimulatorConfig
+
+    sim = Simulator(sim_config or SimulatorConfig(seed=11, position_change_interval_seconds=0))
+    eps = await sim.start()
+    try:
+        modes = modes or {"bybit": "hybrid", "binance": "hybrid"}
+        exchanges = {f"{venue}-x": custom_exchange(eps, venue, mode=mode, **(overrides or {}).get(venue, {}))
+                     for venue, mode in modes.items()}
+        cfg = write_config(tmp_path, exchanges)
+        async with running_agent(cfg, environ=credentials_env(eps)) as (agent, log):
+            yield agent, log, sim
+    finally:
+        await sim.stop()
