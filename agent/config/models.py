@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agent.shadow.model import MismatchKind
 
 Venue = Literal["bybit", "binance"]
 Environment = Literal["simulator", "testnet", "demo", "mainnet", "custom"]
@@ -207,6 +210,44 @@ class HybridSection(StrictModel):
     reconcile_interval_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60.0
 
 
+_RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class ShadowIgnoreRule(StrictModel):
+    """A known difference (Scientist's ``ignore``): matching mismatches count as ``ignored``, separately.
+
+    A rule matches when all of its conditions hold. ``mismatch_kinds`` empty
+    means every kind except the critical ones (``missed_close``, ``ghost``),
+    which a rule ignores only when it names them.
+    """
+
+    name: Annotated[str, Field(pattern=_RULE_NAME.pattern)]
+    kind: Literal["price", "position", "any"] = "any"
+    mismatch_kinds: Annotated[list[MismatchKind], Field(max_length=6)] = []
+    symbols: Annotated[list[Annotated[str, Field(pattern=_SYMBOL.pattern)]], Field(max_length=1024)] = []
+    around_funding_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
+    funding_hours_utc: Annotated[list[Annotated[int, Field(ge=0, le=23)]], Field(min_length=1, max_length=24)] = [
+        0, 8, 16]
+    start_utc: datetime | None = None           # a time window (e.g. announced exchange maintenance)
+    end_utc: datetime | None = None
+
+    @field_validator("start_utc", "end_utc")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> ShadowIgnoreRule:
+        if not (self.symbols or self.around_funding_seconds or self.start_utc or self.end_utc):
+            raise ConfigValueError("an ignore rule needs symbols, around_funding_seconds, start_utc or end_utc "
+                                   "(a rule without a condition would ignore everything)")
+        if self.start_utc is not None and self.end_utc is not None and self.start_utc >= self.end_utc:
+            raise ConfigValueError(f"must be after start_utc ({self.start_utc.isoformat()})", at=("end_utc",))
+        return self
+
+
 class ShadowSection(StrictModel):
     primary: Literal["rest", "ws"] = "rest"
     window_seconds: Annotated[float, Field(ge=1, le=86_400)] = 300.0
@@ -214,6 +255,23 @@ class ShadowSection(StrictModel):
     max_mismatch_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
     calibrate_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
     report_interval_seconds: Annotated[float, Field(ge=10, le=604_800)] = 3_600.0
+    confidence: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95          # of the Wilson interval
+    max_ws_silence_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0  # WS quiet this long while REST moves: fail
+    grace_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None    # position grace; None: max(poll, p99 lag)
+    consecutive_passes_to_promote: Annotated[int, Field(ge=1, le=1000)] = 3
+    max_examples_per_window: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    ignore: Annotated[list[ShadowIgnoreRule], Field(max_length=100)] = []
+
+    @field_validator("ignore")
+    @classmethod
+    def _unique_rule_names(cls, value: list[ShadowIgnoreRule]) -> list[ShadowIgnoreRule]:
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(value):
+            if rule.name in seen:
+                raise ConfigValueError(f"rule name {rule.name!r} is used twice (first at index {seen[rule.name]})",
+                                       at=(index, "name"))
+            seen[rule.name] = index
+        return value
 
 
 class RollbackSection(StrictModel):

@@ -44,6 +44,7 @@ class Sample(msgspec.Struct, frozen=True, kw_only=True):
     ws_lead_seconds: float | None = None        # WS showed this REST price change earlier (>= 0)
     ws_lag_seconds: float | None = None         # WS showed it later (>= 0)
     trace_id: str | None = None
+    detail: str | None = None                   # short context: sides of a position, why an error
 
 
 class MismatchExample(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,10 +71,12 @@ class NoiseFloor(msgspec.Struct, frozen=True, kw_only=True):
     calibration_q99_ratio: float | None = None
     calibration_samples: int = 0
     calibrated_at_ms: int | None = None
+    calibration_q99_ratio_by_symbol: dict[str, float] = {}  # per symbol where calibrated; else the overall q99
 
     def tolerance_ratio(self, symbol: str) -> float:
         """The largest divergence still counted as a match for ``symbol``."""
-        return max(self.tick_ratio_by_symbol.get(symbol, 0.0), self.calibration_q99_ratio or 0.0)
+        calibrated = self.calibration_q99_ratio_by_symbol.get(symbol, self.calibration_q99_ratio)
+        return max(self.tick_ratio_by_symbol.get(symbol, 0.0), calibrated or 0.0)
 
 
 class SymbolStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,6 +88,8 @@ class SymbolStats(msgspec.Struct, frozen=True, kw_only=True):
     ignored: int
     max_divergence_ratio: float | None
     p99_divergence_ratio: float | None
+    errors: int = 0
+    mismatches_by_kind: dict[str, int] = {}
 
 
 class WindowVerdict(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,7 +100,7 @@ class WindowVerdict(msgspec.Struct, frozen=True, kw_only=True):
     window_end_ms: int
     verdict: Verdict
     reason: str
-    samples: int
+    samples: int                                # n of the rate test: matches + mismatches (not ignored, not errors)
     mismatches: int
     ignored: int
     errors: int
@@ -110,3 +115,8 @@ class WindowVerdict(msgspec.Struct, frozen=True, kw_only=True):
     symbols: list[SymbolStats] = []
     noise_floor: NoiseFloor = NoiseFloor()
     primary: str = "rest"
+    confidence: float = 0.95                    # of the Wilson interval
+    ws_lead_p50_seconds: float | None = None
+    ws_lag_p99_seconds: float | None = None
+    ws_staleness_p99_seconds: float | None = None
+    rest_staleness_p99_seconds: float | None = None
