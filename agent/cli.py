@@ -96,22 +96,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(loaded) -> None:  # type: ignore[no-untyped-def]
     from agent.supervisor import Supervisor
+    from agent.telemetry.sdnotify import Notifier
 
     supervisor = Supervisor(loaded)
+    notifier = Notifier()  # systemd Type=notify; a no-op without NOTIFY_SOCKET
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await supervisor.start()
+        notifier.ready()
+        notifier.start_watchdog()  # task "sdnotify/watchdog": WATCHDOG=1 every WATCHDOG_USEC/2
         await stop.wait()
         log.info("shutting down", extra={"event": "agent_stopping"})
     finally:
+        notifier.stopping()
         try:
             async with asyncio.timeout(loaded.config.agent.shutdown_timeout_seconds):
                 await supervisor.stop()
         except TimeoutError:
             log.error("shutdown timed out", extra={"event": "shutdown_timeout"})
+        notifier.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
