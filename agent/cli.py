@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -95,15 +96,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(loaded) -> None:  # type: ignore[no-untyped-def]
+    from agent.config.issues import ReloadError
     from agent.supervisor import Supervisor
     from agent.telemetry.sdnotify import Notifier
 
-    supervisor = Supervisor(loaded)
     notifier = Notifier()  # systemd Type=notify; a no-op without NOTIFY_SOCKET
+    supervisor = Supervisor(loaded, notifier=notifier)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    async def reload_on_hup() -> None:
+        try:
+            await supervisor.reload("sighup")
+        except ReloadError:
+            pass  # logged with file:line by the supervisor; the running config stays
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload_on_hup(), name="agent/reload"))
     try:
         await supervisor.start()
         notifier.ready()
@@ -118,6 +128,72 @@ async def _run(loaded) -> None:  # type: ignore[no-untyped-def]
         except TimeoutError:
             log.error("shutdown timed out", extra={"event": "shutdown_timeout"})
         notifier.close()
+
+
+def _config_or_none(path: Path):  # type: ignore[no-untyped-def]
+    """The config for finding the agent, or None (status and mode also work with --admin-url alone)."""
+    from agent.config.loader import ConfigError, load_config
+
+    try:
+        return load_config(path, require_secrets=False).config
+    except (ConfigError, OSError):
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.admin.client import AdminError, admin_url, format_status, get_status
+
+    config = _config_or_none(args.config)
+    try:
+        doc = get_status(admin_url(config, args.admin_url))
+    except AdminError as exc:
+        print(f"feedagent status: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2, default=str) if args.json else format_status(doc))
+    return EX_OK
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    from agent.admin.client import AdminError, admin_url, set_mode, token_from_env
+
+    config = _config_or_none(args.config)
+    pin = True if args.pin else False if args.unpin else None
+    try:
+        result = set_mode(admin_url(config, args.admin_url), token_from_env(config), args.exchange, args.mode,
+                          pin, args.reason)
+    except AdminError as exc:
+        print(f"feedagent mode: {exc}", file=sys.stderr)
+        return 1
+    state = "changed" if result.get("changed") else "unchanged"
+    pinned = f", pinned to {result['pinned']}" if result.get("pinned") else ""
+    print(f"{result['exchange']}: mode {result['mode']} ({state}{pinned})")
+    return EX_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from agent.admin.client import AdminError, admin_url, reload, token_from_env
+
+    config = _config_or_none(args.config)
+    try:
+        result = reload(admin_url(config, args.admin_url), token_from_env(config))
+    except AdminError as exc:
+        print(f"feedagent reload: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return EX_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from agent.shadow.cli import write_report
+
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EX_CONFIG
+    try:
+        return write_report(loaded, exchange=args.exchange, since=args.since, fmt=args.format, out=args.out)
+    except ValueError as exc:
+        print(f"feedagent report: {exc}", file=sys.stderr)
+        return EX_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +211,32 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("print-config", help="print the effective config, secrets redacted")).set_defaults(
         func=cmd_print_config)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+
+    def with_admin(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        with_config(p)
+        p.add_argument("--admin-url", default=None,
+                       help="the agent's admin URL (default: state_dir/agent.json of the config, else admin.listen)")
+        return p
+
+    status = with_admin(sub.add_parser("status", help="the running agent's exchanges: mode, breaker, why"))
+    status.add_argument("--json", action="store_true", help="the whole /status document")
+    status.set_defaults(func=cmd_status)
+    mode = with_admin(sub.add_parser("mode", help="switch an exchange's mode in the running agent (needs the token)"))
+    mode.add_argument("exchange")
+    mode.add_argument("mode", choices=["rest", "hybrid", "shadow"])
+    pin = mode.add_mutually_exclusive_group()
+    pin.add_argument("--pin", action="store_true", help="automation never changes this mode until --unpin")
+    pin.add_argument("--unpin", action="store_true", help="hand the exchange back to automation")
+    mode.add_argument("--reason", default="operator", help="recorded with the transition")
+    mode.set_defaults(func=cmd_mode)
+    with_admin(sub.add_parser("reload", help="reload the running agent's config (same as SIGHUP)")).set_defaults(
+        func=cmd_reload)
+    report = with_config(sub.add_parser("report", help="render the shadow comparison report"))
+    report.add_argument("--exchange", default=None)
+    report.add_argument("--since", default="24h", help="how far back, e.g. 30m, 2h, 7d (default 24h)")
+    report.add_argument("--format", choices=["json", "md", "html"], default="md")
+    report.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
+    report.set_defaults(func=cmd_report)
     sim = sub.add_parser("simulate", help="run the exchange simulator standalone; prints its URLs as one JSON line")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=0)

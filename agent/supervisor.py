@@ -1,16 +1,19 @@
 """Supervisor: builds and runs the whole agent from a loaded config.
 
-Start order: telemetry, sinks, admin server, (simulator), pipelines; stop in
-reverse, draining sinks last so that everything accepted is written.
+Start order: telemetry, sinks, admin server, (simulator), exchanges; stop in
+reverse, draining sinks last so that everything accepted is written. Reload
+is all-or-nothing: validate, diff, then apply per exchange.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +23,56 @@ from prometheus_client import CollectorRegistry
 
 from agent import __version__
 from agent.admin.server import AdminServer
-from agent.config.loader import LoadedConfig
+from agent.config.issues import ReloadError
+from agent.config.loader import ConfigError, LoadedConfig, load_config
 from agent.config.models import ExchangeConfig
+from agent.core.tasks import TaskOwner
 from agent.exchanges import default_endpoints
 from agent.exchanges.base import ApiCredentials, ResolvedEndpoints
+from agent.mode.controller import ExchangeController
 from agent.mode.pipeline import ExchangePipeline
+from agent.shadow.reports import ReportWriter
+from agent.shadow.store import ShadowStore
 from agent.sinks import create_bus
-from agent.telemetry.logging import MASKER
+from agent.telemetry.logging import MASKER, configure_logging
+from agent.telemetry.loop_lag import LoopLagMonitor
 from agent.telemetry.metrics import Metrics
 
 log = logging.getLogger("agent.supervisor")
+
+# Sections that a reload cannot change in a running agent (they own sockets, files or the simulator).
+_RESTART_ONLY = ("agent", "admin", "sinks", "simulator")
 
 
 class Supervisor:
     """Owns every component of a running agent; ``start``/``stop`` are safe to repeat."""
 
-    def __init__(self, loaded: LoadedConfig, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, *, registry: CollectorRegistry | None = None,
+                 notifier: Any = None) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.metrics = Metrics(registry)
+        self.notifier = notifier
         self.bus = create_bus(list(self.config.sinks), self.metrics)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.admin = AdminServer(host=self.config.admin.host, port=self.config.admin.port, backend=self,
-                                 metrics=self.metrics, bus=self.bus)
-        self.pipelines: dict[str, ExchangePipeline] = {}
+                                 metrics=self.metrics, bus=self.bus, token=loaded.admin_token)
+        self.controllers: dict[str, ExchangeController] = {}
         self.simulator: Any = None
+        self.store: ShadowStore | None = None
+        self.reports: ReportWriter | None = None
+        self.loop_lag = LoopLagMonitor(self.metrics)
         self.started_unix_s: float | None = None
+        self.last_reload: dict[str, Any] | None = None
+        self._sim_endpoints: Any = None
+        self._tasks = TaskOwner("agent")
+        self._reload_lock = asyncio.Lock()
         self._started = False
-        self._stopped = asyncio.Event()
+
+    @property
+    def pipelines(self) -> dict[str, ExchangePipeline]:
+        """Every exchange's pipeline, by name."""
+        return {name: c.pipeline for name, c in self.controllers.items()}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -57,24 +82,25 @@ class Supervisor:
             return
         self._started = True
         self.started_unix_s = time.time()
-        for creds in self.loaded.credentials.values():
-            if creds is not None:
-                MASKER.add(creds.api_key, creds.api_secret)
+        self._note_config(self.loaded)
         state_dir = self.config.agent.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await asyncio.to_thread(ShadowStore, state_dir / "shadow.sqlite3")
+        self.reports = ReportWriter(self.store, state_dir / "reports", config_sha256=self.loaded.sha256)
         await self.bus.start()
         await self.admin.start()
         self.scheduler.start()
-        sim_endpoints = await self._start_simulator_if_needed()
+        self.loop_lag.start()
+        self._sim_endpoints = await self._start_simulator_if_needed()
         for name, exchange in self.config.exchanges.items():
-            endpoints, credentials = self._connection(name, exchange, sim_endpoints)
-            pipeline = ExchangePipeline(name=name, config=exchange, endpoints=endpoints, credentials=credentials,
-                                        bus=self.bus, scheduler=self.scheduler, metrics=self.metrics)
-            self.pipelines[name] = pipeline
-        await asyncio.gather(*(p.start() for p in self.pipelines.values()))
+            self.controllers[name] = self._controller(name, exchange)
+        await asyncio.gather(*(c.start() for c in self.controllers.values()))
+        self.reports.schedule(self.scheduler, self.config)
+        if self.config.agent.reload_on_file_change:
+            self._tasks.spawn("config-watch", self._watch_config_file())
         self._write_runtime_file()
         log.info("agent started", extra={"event": "agent_started", "version": __version__,
-                                         "exchanges": sorted(self.pipelines), "admin_url": self.admin.url})
+                                         "exchanges": sorted(self.controllers), "admin_url": self.admin.url})
 
     async def stop(self) -> None:
         """Stop in reverse order and flush the sinks; safe to call twice."""
@@ -82,16 +108,27 @@ class Supervisor:
             return
         self._started = False
         timeout = self.config.agent.shutdown_timeout_seconds
-        await asyncio.gather(*(p.stop() for p in self.pipelines.values()), return_exceptions=True)
+        await self._tasks.cancel_all(timeout_seconds=1.0)
+        await asyncio.gather(*(c.stop() for c in self.controllers.values()), return_exceptions=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        await self.loop_lag.stop()
         if self.simulator is not None:
             await self.simulator.stop()
         await self.admin.stop()
         await self.bus.stop(timeout_seconds=max(0.5, timeout / 2))
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
         self._runtime_file().unlink(missing_ok=True)
-        self._stopped.set()
         log.info("agent stopped", extra={"event": "agent_stopped"})
+
+    def _controller(self, name: str, exchange: ExchangeConfig) -> ExchangeController:
+        endpoints, credentials = self._connection(name, exchange)
+        pipeline = ExchangePipeline(name=name, config=exchange, endpoints=endpoints, credentials=credentials,
+                                    bus=self.bus, scheduler=self.scheduler, metrics=self.metrics)
+        assert self.store is not None
+        return ExchangeController(pipeline, state_dir=self.config.agent.state_dir, metrics=self.metrics,
+                                  store=self.store, loop_lag_seconds=self.loop_lag.latest_seconds)
 
     async def _start_simulator_if_needed(self) -> Any:
         if not any(e.environment == "simulator" for e in self.config.exchanges.values()):
@@ -108,15 +145,140 @@ class Supervisor:
                                                      "control_url": endpoints.control_url})
         return endpoints
 
-    def _connection(self, name: str, exchange: ExchangeConfig,
-                    sim_endpoints: Any) -> tuple[ResolvedEndpoints, ApiCredentials | None]:
+    def _connection(self, name: str, exchange: ExchangeConfig) -> tuple[ResolvedEndpoints, ApiCredentials | None]:
         if exchange.environment == "simulator":
-            venue = getattr(sim_endpoints, exchange.venue)
+            venue = getattr(self._sim_endpoints, exchange.venue)
             MASKER.add(venue.api_secret)
             ws_public = venue.ws_public_url if exchange.venue == "bybit" else venue.ws_market_url
             return (ResolvedEndpoints(venue.rest_url, ws_public, venue.ws_private_url),
                     ApiCredentials(venue.api_key, venue.api_secret))
         return resolve_endpoints(exchange), self.loaded.credentials.get(name)
+
+    def _note_config(self, loaded: LoadedConfig) -> None:
+        for creds in loaded.credentials.values():
+            if creds is not None:
+                MASKER.add(creds.api_key, creds.api_secret)
+        MASKER.add(loaded.admin_token)
+        self.metrics.config_info.clear()
+        self.metrics.config_info.labels(loaded.sha256).set(1)
+        self.metrics.config_last_reload_success.set(time.time())
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    async def reload(self, trigger: str = "api") -> dict[str, Any]:
+        """Load the config file again and apply it; raises ReloadError (and changes nothing) when invalid."""
+        async with self._reload_lock:
+            with self.notifier.reloading() if self.notifier is not None else nullcontext():
+                try:
+                    result = await self._reload(trigger)
+                except ReloadError as exc:
+                    self.metrics.config_last_reload_successful.set(0)
+                    self.metrics.config_reloads.labels(trigger, "error").inc()
+                    self.last_reload = {"ts_ms": _now_ms(), "trigger": trigger, "ok": False, "errors": exc.lines}
+                    log.error("config reload refused; running config unchanged",
+                              extra={"event": "config_reload_failed", "trigger": trigger, "errors": exc.lines})
+                    raise
+        self.metrics.config_last_reload_successful.set(1)
+        self.metrics.config_reloads.labels(trigger, "ok").inc()
+        self.last_reload = {"ts_ms": _now_ms(), "trigger": trigger, "ok": True, **result}
+        log.info("config reloaded", extra={"event": "config_reloaded", "trigger": trigger, **result})
+        return result
+
+    async def _reload(self, trigger: str) -> dict[str, Any]:
+        try:
+            new = await asyncio.to_thread(load_config, self.loaded.path, dict(os.environ))
+        except ConfigError as exc:
+            raise ReloadError([str(i) for i in exc.issues]) from None
+        old_cfg, new_cfg = self.config, new.config
+        blocked = [k for k in _RESTART_ONLY if getattr(old_cfg, k) != getattr(new_cfg, k)]
+        if blocked:
+            raise ReloadError([f"{new.path}: {k}: changed; this section only takes effect on restart" for k in blocked])
+        if any(e.environment == "simulator" for e in new_cfg.exchanges.values()) and self._sim_endpoints is None:
+            raise ReloadError([f"{new.path}: exchanges: a simulator exchange needs a restart to start the simulator"])
+        self.loaded, self.config = new, new_cfg
+        self._note_config(new)
+        if new_cfg.telemetry != old_cfg.telemetry:
+            configure_logging(new_cfg.telemetry.log.format, new_cfg.telemetry.log.level)
+        changes: dict[str, str] = {}
+        for name in sorted(set(old_cfg.exchanges) | set(new_cfg.exchanges)):
+            before, after = old_cfg.exchanges.get(name), new_cfg.exchanges.get(name)
+            if before == after:
+                continue
+            if after is None:
+                await self.controllers.pop(name).stop()
+                changes[name] = "removed"
+            elif before is None:
+                self.controllers[name] = self._controller(name, after)
+                await self.controllers[name].start()
+                changes[name] = "added"
+            elif before.model_copy(update={"mode": after.mode}) == after:
+                controller = self.controllers[name]
+                controller.config = controller.pipeline.config = after
+                await controller.operator_set_mode(after.mode, reason="config_reload")
+                changes[name] = f"mode {before.mode} -> {after.mode}"
+            else:
+                await self.controllers.pop(name).stop()
+                self.controllers[name] = self._controller(name, after)
+                await self.controllers[name].start()
+                changes[name] = "restarted"
+        if self.reports is not None:
+            self.reports.config_sha256 = new.sha256
+            self.reports.schedule(self.scheduler, new_cfg)
+        return {"sha256": new.sha256, "changes": changes}
+
+    async def _watch_config_file(self) -> None:
+        """Reload when the file's content changes (polled: works on every filesystem and with ConfigMap symlinks)."""
+        interval = self.config.agent.reload_check_interval_seconds
+        last = self.loaded.sha256
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                current = await asyncio.to_thread(_sha256, self.loaded.path)
+            except OSError:
+                continue
+            if current != last:
+                last = current
+                try:
+                    await self.reload("file")
+                except ReloadError:
+                    pass  # reported by reload(); keep watching for the fix
+
+    # -- admin backend -------------------------------------------------------------------------
+
+    async def set_mode(self, exchange: str, mode: str, *, pin: bool | None, reason: str) -> dict[str, Any]:
+        """An operator's mode command for one exchange (admin API)."""
+        return await self.controllers[exchange].operator_set_mode(mode, pin=pin, reason=reason)
+
+    def latest_report(self) -> Path | None:
+        """The newest scheduled report file, if any."""
+        return self.reports.latest() if self.reports is not None else None
+
+    def is_ready(self) -> bool:
+        """Config loaded and every exchange delivered its first snapshot."""
+        return self._started and all(c.pipeline.ready for c in self.controllers.values())
+
+    def status(self) -> dict[str, Any]:
+        """The /status document."""
+        return {
+            "version": __version__,
+            "started_unix_s": self.started_unix_s,
+            "config": {"path": str(self.loaded.path), "sha256": self.loaded.sha256, "last_reload": self.last_reload},
+            "ready": self.is_ready(),
+            "event_loop_lag_seconds": self.loop_lag.latest_seconds(),
+            "simulator": {"control_url": self._sim_endpoints.control_url} if self._sim_endpoints else None,
+            "exchanges": {name: {**c.pipeline.status(), **c.status()} for name, c in self.controllers.items()},
+            "sinks": {r.sink.name: {"queue_depth": len(r.queue), "written": r.written,
+                                    "dropped": dict(r.queue.dropped)} for r in self.bus.runners},
+        }
+
+    def positions(self) -> dict[str, Any]:
+        """Open positions per exchange."""
+        return {name: [msgspec.structs.asdict(o) for o in p.book.positions()] for name, p in self.pipelines.items()}
+
+    def prices(self) -> dict[str, Any]:
+        """Latest mark price per symbol per exchange."""
+        return {name: {s: msgspec.structs.asdict(o) for s, o in p.book.mark_prices().items()}
+                for name, p in self.pipelines.items()}
 
     def _runtime_file(self) -> Path:
         return self.config.agent.state_dir / "agent.json"
@@ -128,33 +290,6 @@ class Supervisor:
         tmp.write_text(json.dumps({"pid": os.getpid(), "admin_url": self.admin.url, "version": __version__,
                                    "started_unix_s": self.started_unix_s}))
         tmp.replace(path)
-
-    # -- admin backend -------------------------------------------------------------------------
-
-    def is_ready(self) -> bool:
-        """Config loaded and every exchange delivered its first snapshot."""
-        return self._started and all(p.ready for p in self.pipelines.values())
-
-    def status(self) -> dict[str, Any]:
-        """The /status document."""
-        return {
-            "version": __version__,
-            "started_unix_s": self.started_unix_s,
-            "config": {"path": str(self.loaded.path), "sha256": self.loaded.sha256},
-            "ready": self.is_ready(),
-            "exchanges": {name: p.status() for name, p in self.pipelines.items()},
-            "sinks": {r.sink.name: {"queue_depth": len(r.queue), "written": r.written,
-                                    "dropped": dict(r.queue.dropped)} for r in self.bus.runners},
-        }
-
-    def positions(self) -> dict[str, Any]:
-        """Open positions per exchange."""
-        return {name: [_struct_dict(o) for o in p.book.positions()] for name, p in self.pipelines.items()}
-
-    def prices(self) -> dict[str, Any]:
-        """Latest mark price per symbol per exchange."""
-        return {name: {s: _struct_dict(o) for s, o in p.book.mark_prices().items()}
-                for name, p in self.pipelines.items()}
 
 
 def resolve_endpoints(exchange: ExchangeConfig) -> ResolvedEndpoints:
@@ -172,5 +307,9 @@ def resolve_endpoints(exchange: ExchangeConfig) -> ResolvedEndpoints:
     return ResolvedEndpoints(rest, ws_public, ws_private)
 
 
-def _struct_dict(obj: Any) -> dict[str, Any]:
-    return msgspec.structs.asdict(obj)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

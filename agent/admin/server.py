@@ -8,14 +8,18 @@ its first snapshot.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agent.config.issues import ReloadError
 from agent.core.events import encode_event
+from agent.mode.pipeline import ModeChangeError
 from agent.sinks.bus import EventBus
 from agent.telemetry.metrics import Metrics
 
@@ -33,11 +37,19 @@ class AdminBackend(Protocol):
 
     def prices(self) -> dict[str, Any]: ...
 
+    async def set_mode(self, exchange: str, mode: str, *, pin: bool | None, reason: str) -> dict[str, Any]: ...
+
+    async def reload(self, trigger: str = "api") -> dict[str, Any]: ...
+
+    def latest_report(self) -> Path | None: ...
+
 
 class AdminServer:
     """aiohttp server on ``admin.listen``; ``url`` holds the bound address (port 0 picks one)."""
 
-    def __init__(self, *, host: str, port: int, backend: AdminBackend, metrics: Metrics, bus: EventBus) -> None:
+    def __init__(self, *, host: str, port: int, backend: AdminBackend, metrics: Metrics, bus: EventBus,
+                 token: str | None = None) -> None:
+        self.token = token  # bearer token for state-changing calls; None refuses them all
         self._host = host
         self._port = port
         self._backend = backend
@@ -56,6 +68,9 @@ class AdminServer:
         app.router.add_get("/v1/positions", self._positions)
         app.router.add_get("/v1/prices", self._prices)
         app.router.add_get("/v1/events", self._events)
+        app.router.add_get("/v1/reports/latest", self._latest_report)
+        app.router.add_post("/v1/exchanges/{name}/mode", self._set_mode)
+        app.router.add_post("/-/reload", self._reload)
         return app
 
     async def start(self) -> None:
@@ -121,6 +136,74 @@ class AdminServer:
             self._bus.unsubscribe(queue)
             self._stream_tasks.discard(task)
         return response
+
+
+    # -- state-changing calls ----------------------------------------------------------------------
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        """None when the bearer token is right; else the refusal (the token itself is never logged)."""
+        if not self.token:
+            return _problem(403, "state-changing calls are disabled: no admin token is configured "
+                                 "(set the variable named by admin.token_env)")
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return _problem(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(header[7:].encode(), self.token.encode()):
+            log.warning("admin call with a wrong token", extra={"event": "admin_forbidden", "path": request.path,
+                                                                "remote": request.remote})
+            return _problem(403, "wrong bearer token")
+        return None
+
+    async def _set_mode(self, request: web.Request) -> web.Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        name = request.match_info["name"]
+        try:
+            body = await request.json()
+        except ValueError:
+            return _problem(400, "body must be JSON: {\"mode\": \"rest|hybrid|shadow\", \"pin\": true|false}")
+        mode = body.get("mode") if isinstance(body, dict) else None
+        if mode not in ("rest", "hybrid", "shadow"):
+            return _problem(400, "mode must be one of rest, hybrid, shadow")
+        pin = body.get("pin")
+        if pin is not None and not isinstance(pin, bool):
+            return _problem(400, "pin must be true (pin), false (unpin) or absent")
+        reason = str(body.get("reason") or "operator")[:200]
+        if name not in self._backend.status()["exchanges"]:
+            return _problem(404, f"no exchange named {name!r}")
+        try:
+            result = await self._backend.set_mode(name, mode, pin=pin, reason=reason)
+        except ModeChangeError as exc:
+            return _problem(409, str(exc))
+        log.warning("operator set mode", extra={"event": "operator_mode", "exchange": name, "mode": mode,
+                                                "pin": pin, "reason": reason})
+        return web.json_response(result)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        try:
+            result = await self._backend.reload("api")
+        except ReloadError as exc:
+            return web.json_response({"ok": False, "errors": exc.lines}, status=400)
+        return web.json_response({"ok": True, **result})
+
+    async def _latest_report(self, request: web.Request) -> web.StreamResponse:
+        fmt = request.query.get("format", "json")
+        types = {"json": "application/json", "md": "text/markdown; charset=utf-8", "html": "text/html; charset=utf-8"}
+        if fmt not in types:
+            return _problem(400, "format must be json, md or html")
+        latest = self._backend.latest_report()
+        path = latest.with_suffix(f".{fmt}") if latest is not None else None
+        if path is None or not path.exists():
+            return _problem(404, "no shadow report yet (reports are written while an exchange runs in shadow mode)")
+        return web.Response(body=path.read_bytes(), headers={"Content-Type": types[fmt]})
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": detail}, status=status, headers=headers)
 
 
 def _dumps(obj: Any) -> str:

@@ -66,3 +66,11 @@ class ConfigError(Exception):
     def lines(self) -> list[str]:
         """Each error formatted on its own line, in file order."""
         return [str(issue) for issue in self.issues]
+
+
+class ReloadError(Exception):
+    """A reload was refused; the running config is unchanged. ``lines`` say why (FILE:LINE:COL: ...)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines

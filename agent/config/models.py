@@ -54,6 +54,8 @@ class StrictModel(BaseModel):
 class AgentSection(StrictModel):
     state_dir: Path = Path("./var")
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    reload_on_file_change: bool = False  # SIGHUP and POST /-/reload always work; this adds a file watch
+    reload_check_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
 
 
 class AdminSection(StrictModel):
@@ -257,6 +259,7 @@ class ShadowSection(StrictModel):
     report_interval_seconds: Annotated[float, Field(ge=10, le=604_800)] = 3_600.0
     confidence: Annotated[float, Field(ge=0.5, le=0.999)] = 0.95          # of the Wilson interval
     max_ws_silence_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0  # WS quiet this long while REST moves: fail
+    max_ws_lag_seconds: Annotated[float, Field(ge=0, le=600)] = 2.0  # WS showing REST's value this late still matches
     grace_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None    # position grace; None: max(poll, p99 lag)
     consecutive_passes_to_promote: Annotated[int, Field(ge=1, le=1000)] = 3
     max_examples_per_window: Annotated[int, Field(ge=0, le=100_000)] = 1000
@@ -275,8 +278,54 @@ class ShadowSection(StrictModel):
 
 
 class RollbackSection(StrictModel):
+    """The breaker (DESIGN §7): automatic rollback to rest, and (opt-in) recovery through shadow probation."""
+
     enabled: bool = True
     auto_recover: bool = False
+    base_cooldown_seconds: Annotated[float, Field(ge=1, le=86_400)] = 300.0
+    max_cooldown_seconds: Annotated[float, Field(ge=1, le=604_800)] = 14_400.0
+    healthy_decay_seconds: Annotated[float, Field(ge=1, le=604_800)] = 3_600.0
+    promote_after_passing_windows: Annotated[int, Field(ge=1, le=1000)] = 3
+    max_transitions_per_day: Annotated[int, Field(ge=1, le=1000)] = 6
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> RollbackSection:
+        if self.max_cooldown_seconds < self.base_cooldown_seconds:
+            raise ConfigValueError(f"must be >= base_cooldown_seconds ({self.base_cooldown_seconds:g})",
+                                   at=("max_cooldown_seconds",))
+        return self
+
+
+class HealthCheckConfig(StrictModel):
+    """One health check: bad above ``threshold``; failing after ``consecutive`` bad readings in a row."""
+
+    threshold: Annotated[float, Field(ge=0)]
+    consecutive: Annotated[int, Field(ge=1, le=1000)] = 3
+    enabled: bool = True
+
+
+def _check(threshold: float, consecutive: int = 3) -> HealthCheckConfig:
+    return HealthCheckConfig(threshold=threshold, consecutive=consecutive)
+
+
+class HealthSection(StrictModel):
+    """Health checks of the WebSocket path, evaluated every ``check_interval_seconds``.
+
+    Detection time of a check is about ``consecutive`` x ``check_interval_seconds``
+    after its reading crosses the threshold. ``reconnects_per_window`` and
+    ``auth_failures_per_window`` are critical (one bad reading trips the breaker).
+    """
+
+    check_interval_seconds: Annotated[float, Field(gt=0, le=300)] = 1.0
+    window_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    ws_data_age_seconds: HealthCheckConfig = _check(10.0, 3)
+    ws_private_down_seconds: HealthCheckConfig = _check(15.0, 2)
+    ws_heartbeat_rtt_seconds: HealthCheckConfig = _check(5.0, 3)
+    ws_reconnects_per_window: HealthCheckConfig = _check(6, 1)
+    ws_auth_failures_per_window: HealthCheckConfig = _check(3, 1)
+    clock_offset_seconds: HealthCheckConfig = _check(3.0, 5)
+    reconcile_disagreements: HealthCheckConfig = _check(0, 2)  # two reconciliations in a row
+    event_loop_lag_seconds: HealthCheckConfig = _check(1.0, 5)
 
 
 class ExchangeConfig(StrictModel):
@@ -296,6 +345,7 @@ class ExchangeConfig(StrictModel):
     hybrid: HybridSection = HybridSection()
     shadow: ShadowSection = ShadowSection()
     rollback: RollbackSection = RollbackSection()
+    health: HealthSection = HealthSection()
 
     @field_validator("symbols")
     @classmethod

@@ -100,15 +100,20 @@ class ExchangePipeline:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start in the configured mode; an unreachable venue is retried by the sources, not raised."""
+    @property
+    def running_sources(self) -> frozenset[str]:
+        """Names of the sources running now (``rest``, ``ws``)."""
+        return frozenset(self._running)
+
+    async def start(self, mode: str | None = None) -> None:
+        """Start in ``mode`` (default: the configured one); an unreachable venue is retried, not raised."""
         self.started_unix_s = time.time()
         try:
             await self.api.start()
         except RestError as exc:
             log.warning("exchange start degraded", extra={"event": "exchange_start_degraded",
                                                           "exchange": self.name, "error": str(exc)})
-        plan = plan_for(self.config.mode, self.config.shadow.primary)
+        plan = plan_for(mode or self.config.mode, self.config.shadow.primary)
         async with self._mode_lock:
             for name in plan.sources:
                 await self._start_source(name)

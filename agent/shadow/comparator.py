@@ -72,6 +72,7 @@ class _Held:
     value: Decimal
     match_abs: Decimal
     t_ms: int
+    wait_ms: int | None = None  # how long to wait for the WebSocket; None: up to the silence limit
 
 
 def _t(entry: _Price | _Position) -> int:
@@ -85,6 +86,7 @@ class Comparator:
                  tick_size_by_symbol: Mapping[str, Decimal] | None = None, noise_floor: NoiseFloor | None = None,
                  ignore_rules: Iterable[IgnoreRule | Mapping[str, Any] | Any] | None = (),
                  max_ws_silence_seconds: float = 10.0, grace_seconds: float | None = None,
+                 max_ws_lag_seconds: float = 2.0,
                  trace_id_provider: Callable[[], str | None] | None = None,
                  symbols: Collection[str] | Callable[[], Collection[str]] | None = None,
                  window_seconds: float = 300.0, max_examples_per_window: int = 1000,
@@ -95,6 +97,9 @@ class Comparator:
         self._floor = noise_floor or NoiseFloor()
         self._rules = compile_rules(ignore_rules)
         self._silence_ms = round(max_ws_silence_seconds * 1000)
+        # Two feeds sample one price at different instants: a REST value the WebSocket showed
+        # within this lag (before or after) is the same data, not a divergence.
+        self._max_lag_ms = round(max_ws_lag_seconds * 1000)
         self._grace_override_ms = None if grace_seconds is None else round(grace_seconds * 1000)
         self._trace_id_provider = trace_id_provider
         self._symbols = symbols
@@ -267,10 +272,15 @@ class Comparator:
             self._emit(Sample(**base, result="mismatch", mismatch_kind="ws_silent", detail=detail), out)
             return
         matched = abs(ws.price - price) <= tolerance_abs
+        if not matched and _first_shown(history, i, price, tolerance_abs, t - self._max_lag_ms - 1) is not None:
+            matched = True  # the WebSocket showed this value recently and has moved on: it leads
         sample = Sample(**base, result="match" if matched else "mismatch",
                         mismatch_kind=None if matched else "price_divergence")
         if moved and previous is not None:
             self._lead_or_hold(sample, history, i, price, previous, tolerance_abs, out)
+        elif not matched and self._max_lag_ms > 0:
+            # maybe the WebSocket is about to show it: decide when it does, or when the lag budget is spent
+            self._held.setdefault(symbol, []).append(_Held(sample, price, tolerance_abs, t, self._max_lag_ms))
         else:
             self._emit(sample, out)
 
@@ -304,7 +314,14 @@ class Comparator:
                 keep.append(item)
         self._held[symbol] = keep
 
+    def _hold_ms(self, held: _Held) -> int:
+        return self._silence_ms if held.wait_ms is None else held.wait_ms
+
     def _release(self, held: _Held, delay_ms: int | None, out: ComparatorOutput) -> None:
+        if (delay_ms is not None and abs(delay_ms) <= self._max_lag_ms and held.sample.result == "mismatch"
+                and held.sample.mismatch_kind == "price_divergence"):
+            held = _Held(msgspec.structs.replace(held.sample, result="match", mismatch_kind=None),
+                         held.value, held.match_abs, held.t_ms, held.wait_ms)
         if delay_ms is None:
             self.counters["lag_unresolved"] += 1
             sample = held.sample
@@ -319,9 +336,9 @@ class Comparator:
     def _expire(self, now_ms: int, out: ComparatorOutput) -> None:
         for symbol in list(self._held):
             held = self._held[symbol]
-            expired = [h for h in held if now_ms - h.t_ms > self._silence_ms]
+            expired = [h for h in held if now_ms - h.t_ms > self._hold_ms(h)]
             if expired:
-                self._held[symbol] = [h for h in held if now_ms - h.t_ms <= self._silence_ms]
+                self._held[symbol] = [h for h in held if now_ms - h.t_ms <= self._hold_ms(h)]
                 for item in expired:
                     self._release(item, None, out)
 

@@ -71,7 +71,10 @@ class HybridSource:
         self._job_id = f"{exchange}/hybrid-reconcile"
         self._resync_wanted = asyncio.Event()
         self.last_reconcile: dict[str, Any] | None = None
+        self.reconciles = 0
         self.snapshots_taken = 0
+        self._started_mono = time.monotonic()
+        self._last_public_mono: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -80,6 +83,8 @@ class HybridSource:
         if self.public is not None:
             return
         self.ready.clear()
+        self._started_mono = time.monotonic()
+        self._last_public_mono.clear()
         cfg = self.config
         self.venue = create_ws_venue(self.exchange, cfg, self._endpoints, self._credentials, self.api,
                                      self._metrics, on_rotation_needed=self._rotate_private)
@@ -95,7 +100,8 @@ class HybridSource:
         self.private = ResilientWebSocket(
             self.venue.private, exchange=self.exchange, stream="private", config=ws_config, metrics=self._metrics,
             budget=budget, on_data=self._private_queue.put, on_connected=self._private_connected,
-            on_notice=self.venue.on_notice)
+            on_disconnected=self._note_private_lost, on_notice=self.venue.on_notice)
+        self._private_lost_mono = time.monotonic()
         await self.venue.start()
         self._tasks.spawn("public-consumer", self._consume_public())
         self._tasks.spawn("private-consumer", self._consume_private())
@@ -166,6 +172,7 @@ class HybridSource:
         assert self._public_queue is not None
         while True:
             message = await self._public_queue.get()
+            self._last_public_mono[message.topic] = time.monotonic()
             try:
                 prices = self.venue.parse_public(message.topic, message.payload)
             except Exception:  # noqa: BLE001 - a bad frame is counted, never fatal to the stream
@@ -244,6 +251,7 @@ class HybridSource:
             if count:
                 self._metrics.reconcile_disagreements.labels(self.exchange, kind).inc(count)
         self._metrics.reconcile_runs.labels(self.exchange, "ok").inc()
+        self.reconciles += 1
         self.last_reconcile = {"ts_ms": asked_ms, "disagreements": disagreements}
         if any(disagreements.values()):
             log.warning("reconciliation corrected the WebSocket view",
@@ -252,6 +260,45 @@ class HybridSource:
         self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
                                             complete=complete, as_of_ms=asked_ms))
         return disagreements
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def price_data_age_seconds(self) -> float:
+        """Worst data age over the mark-price topics followed now (from data messages, not pings)."""
+        now = time.monotonic()
+        topics = self._wanted_public_topics() if self.venue is not None else []
+        if not topics:
+            return 0.0
+        return max(now - self._last_public_mono.get(t, self._started_mono) for t in topics)
+
+    def private_down_seconds(self) -> float:
+        """How long the private stream has been without a working connection (0 while connected)."""
+        if self.private is None:
+            return 0.0
+        snap = self.private.snapshot()
+        if snap.connected:
+            return 0.0
+        return time.monotonic() - self._private_lost_mono
+
+    def _note_private_lost(self, reason: str) -> None:
+        self._private_lost_mono = time.monotonic()
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative counts the health checks turn into rates."""
+        pub = self.public.snapshot() if self.public else None
+        prv = self.private.snapshot() if self.private else None
+        auth = self._metrics.registry.get_sample_value(
+            "feedagent_ws_connects_total", {"exchange": self.exchange, "stream": "private", "outcome": "auth_rejected"})
+        return {
+            "reconnects": (pub.reconnects if pub else 0) + (prv.reconnects if prv else 0)
+            + (pub.connect_failures if pub else 0) + (prv.connect_failures if prv else 0),
+            "auth_failures": int(auth or 0),
+            "reconciles": self.reconciles,
+        }
+
+    def heartbeat_rtt_seconds(self) -> float | None:
+        """The private stream's last application ping round trip (None on venues without one)."""
+        return self.private.snapshot().last_rtt_seconds if self.private else None
 
     # -- status ----------------------------------------------------------------------------------
 

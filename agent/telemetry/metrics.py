@@ -157,6 +157,77 @@ class Metrics:
             "feedagent_position_snapshots", "Full REST position snapshots taken by the hybrid source, by reason.",
             ["exchange", "reason"], registry=r)
 
+        # Shadow comparison
+        self.shadow_samples = Counter(
+            "feedagent_shadow_samples", "Shadow comparison samples, by kind (price, position) and result.",
+            ["exchange", "kind", "result"], registry=r)
+        self.shadow_divergence = Histogram(
+            "feedagent_shadow_price_divergence_ratio", "|WS mark - REST mark| / REST mark per price sample.",
+            ["exchange"], buckets=(1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2),
+            registry=r)
+        self.shadow_ws_lead = Histogram(
+            "feedagent_shadow_ws_lead_seconds", "How much earlier the WebSocket showed a REST price change.",
+            ["exchange"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+        self.shadow_ws_lag = Histogram(
+            "feedagent_shadow_ws_lag_seconds", "How much later the WebSocket showed a REST price change.",
+            ["exchange"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+        self.shadow_mismatches = Counter(
+            "feedagent_shadow_mismatches", "Shadow mismatches, by kind (missed_close and ghost are critical).",
+            ["exchange", "kind"], registry=r)
+        self.shadow_windows = Counter(
+            "feedagent_shadow_windows", "Shadow comparison windows judged, by verdict.", ["exchange", "verdict"],
+            registry=r)
+        self.shadow_last_verdict = Gauge(
+            "feedagent_shadow_last_verdict", "1 for the verdict of the latest window, 0 for the others.",
+            ["exchange", "verdict"], registry=r)
+        self.shadow_mismatch_ratio = Gauge(
+            "feedagent_shadow_window_mismatch_ratio", "Mismatch ratio of the latest judged window.", ["exchange"],
+            registry=r)
+
+        # Health and breaker
+        self.health_check_value = Gauge(
+            "feedagent_health_check_value", "Latest reading of a health check (its unit is in the check name).",
+            ["exchange", "check"], registry=r)
+        self.health_check_failing = Gauge(
+            "feedagent_health_check_failing", "1 while a health check is failing (past its consecutive limit).",
+            ["exchange", "check"], registry=r)
+        self.breaker_state = Gauge(
+            "feedagent_breaker_state", "1 for the breaker's state (closed, open, half_open), 0 for the others.",
+            ["exchange", "state"], registry=r)
+        self.breaker_trips = Gauge(
+            "feedagent_breaker_trips", "Trips currently counted toward the cool-down (decays while healthy).",
+            ["exchange"], registry=r)
+        self.breaker_cooldown_until = Gauge(
+            "feedagent_breaker_cooldown_until_timestamp_seconds",
+            "Unix time until which an open breaker waits before probation; 0 when none.", ["exchange"], registry=r)
+        self.breaker_latched = Gauge(
+            "feedagent_breaker_latched", "1 when the daily transition budget latched the exchange to rest.",
+            ["exchange"], registry=r)
+        self.mode_pinned = Gauge(
+            "feedagent_mode_pinned", "1 when an operator pinned the exchange's mode.", ["exchange"], registry=r)
+
+        # Agent
+        self.event_loop_lag = Histogram(
+            "feedagent_event_loop_lag_seconds", "How late a periodic timer fires on the event loop.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.config_last_reload_successful = Gauge(
+            "feedagent_config_last_reload_successful", "1 when the last config reload succeeded (or none was tried).",
+            registry=r)
+        self.config_last_reload_success = Gauge(
+            "feedagent_config_last_reload_success_timestamp_seconds", "Unix time of the last successful config load.",
+            registry=r)
+        self.config_info = Gauge(
+            "feedagent_config_info", "The loaded config, by the sha256 of its file.", ["sha256"], registry=r)
+        self.config_reloads = Counter(
+            "feedagent_config_reloads", "Config reload attempts, by trigger and outcome.", ["trigger", "outcome"],
+            registry=r)
+        self.config_last_reload_successful.set(1)
+
+    def set_state_set(self, gauge: Gauge, exchange: str, states: tuple[str, ...], current: str) -> None:
+        """Set a state-set gauge: 1 for ``current``, 0 for every other state."""
+        for state in states:
+            gauge.labels(exchange, state).set(1 if state == current else 0)
+
     def set_mode(self, exchange: str, mode: str) -> None:
         """Mark ``mode`` as the effective one in the ``feedagent_mode`` state set."""
         for m in ("rest", "hybrid", "shadow"):
@@ -175,6 +246,13 @@ class Metrics:
             self.reconcile_runs.labels(exchange, outcome)
         for kind in ("missed_open", "missed_close", "size_mismatch"):
             self.reconcile_disagreements.labels(exchange, kind)
+        self.set_mode(exchange, "none")
+        for state in ("closed", "open", "half_open"):
+            self.breaker_state.labels(exchange, state).set(0)
+        self.breaker_trips.labels(exchange).set(0)
+        self.breaker_cooldown_until.labels(exchange).set(0)
+        self.breaker_latched.labels(exchange).set(0)
+        self.mode_pinned.labels(exchange).set(0)
 
     def init_ws_stream(self, exchange: str, stream: str) -> None:
         """Create the known series of one WebSocket stream at zero."""

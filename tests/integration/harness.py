@@ -149,6 +149,7 @@ def custom_exchange(eps: Any, venue: str, *, mode: str = "hybrid", **overrides: 
         "rest": {"positions_interval_seconds": 0.2, "prices_interval_seconds": 0.2, "request_timeout_seconds": 2},
         "ws": dict(FAST_WS),
         "hybrid": {"reconcile_interval_seconds": 1},
+        "rollback": {"enabled": False},  # transport tests: survive faults in place (rollback tests turn it on)
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(block.get(key), dict):
