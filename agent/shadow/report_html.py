@@ -245,6 +245,10 @@ def _notes(head: dict[str, Any]) -> str:
 def _timeline(uid: str, s: dict[str, Any], meta: dict[str, Any]) -> str:
     windows, transitions = s["timeline"]["windows"], s["timeline"]["transitions"]
     start, end = meta["since_ms"], meta["until_ms"]
+    if windows:  # zoom to the data: a few minutes of windows in a day-long range would be a sliver
+        first = min([w["start_ms"] for w in windows] + [t["ts_ms"] for t in transitions])
+        span_ms = max(end - first, 1)
+        start = max(start, first - span_ms // 20)
     spans = [Span(w["start_ms"], w["end_ms"], w["verdict"],
                   f"{utc_short(w['start_ms'])} – {utc_short(w['end_ms'], with_date=False)}: "
                   f"{VERDICT_LABEL[w['verdict']]} — {w['reason']}") for w in windows]
