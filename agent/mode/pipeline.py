@@ -256,6 +256,7 @@ class ExchangePipeline:
             "configured_mode": self.config.mode,
             "effective_mode": self.mode,
             "authoritative_source": self.plan.authority if self.plan else None,
+            "started_unix_s": self.started_unix_s,
             "running_sources": sorted(self._running),
             "last_transition": self.last_transition,
             "ready": self.ready,

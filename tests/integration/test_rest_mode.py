@@ -12,27 +12,19 @@ import pytest
 from agent.core.events import PositionEvent
 from agent.simulator import Simulator, SimulatorConfig
 from tests.integration.harness import eventually, exchange_block, free_port, running_agent, write_config
+from tests.integration.lifecycle import agent_facts, per_key
+from tests.integration.lifecycle import simulator_facts as lifecycle_simulator_facts
 
 QUIET_SIMULATOR = {"position_change_interval_seconds": 0, "initial_positions_per_venue": 0, "seed": 7}
 
 
 def lifecycle(events: list[PositionEvent], symbol: str, idx: int) -> list[tuple[str, str, Decimal]]:
     """The lifecycle facts of one position: opened, size changes, closed (price-driven updates left out)."""
-    facts: list[tuple[str, str, Decimal]] = []
-    last_size: Decimal | None = None
-    for e in events:
-        if (e.symbol, e.position_idx) != (symbol, idx):
-            continue
-        size = Decimal(e.size)
-        if e.change != "updated" or size != last_size:
-            facts.append((e.change, e.side, size))
-        last_size = size if e.change != "closed" else None
-    return facts
+    return per_key(agent_facts(events)).get((symbol, idx), [])
 
 
 def simulator_facts(sim: Simulator, venue: str, symbol: str, idx: int) -> list[tuple[str, str, Decimal]]:
-    return [(c.change, c.side, Decimal(c.size)) for c in sim.record.for_venue(venue)
-            if (c.symbol, c.position_idx) == (symbol, idx)]
+    return per_key(lifecycle_simulator_facts(sim, venue)).get((symbol, idx), [])
 
 
 @pytest.mark.parametrize("venue", ["bybit", "binance"])
