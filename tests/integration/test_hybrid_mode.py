@@ -233,3 +233,24 @@ async def test_blocked_event_loop_loses_no_lifecycle_event(tmp_path):
             await eventually(lambda: any(e.change == "closed" for e in log.positions(f"{venue}-x")),
                              timeout_seconds=10, what=f"{venue} close")
             assert_same_lifecycle(log.positions(f"{venue}-x"), sim, venue)
+
+
+async def test_malformed_and_unknown_frames_are_counted_and_skipped(tmp_path):
+    """Bad frames never crash a stream: counted, skipped, and the lifecycle stays exact."""
+    async with agent_on_simulator(tmp_path) as (agent, log, sim):
+        await eventually(agent.is_ready, what="ready")
+        for venue in BOTH:
+            for stream in ("public" if venue == "bybit" else "market", "private"):
+                for mode in ("invalid_json", "unknown_shape"):
+                    sim.faults.inject(venue, "ws_malformed", stream=stream, mode=mode, duration_seconds=3)
+        for venue in BOTH:
+            await churn(sim, log, venue)
+            assert_same_lifecycle(log.positions(f"{venue}-x"), sim, venue)
+
+        def bad(venue):
+            return sum(agent.metrics.registry.get_sample_value(
+                "feedagent_ws_frames_malformed_total", {"exchange": f"{venue}-x", "stream": s}) or 0
+                for s in ("public", "private"))
+        await eventually(lambda: all(bad(v) >= 2 for v in BOTH), what="malformed frames counted")
+        n = {v: len(ws_marks(log, f"{v}-x")) for v in BOTH}
+        await eventually(lambda: all(len(ws_marks(log, f"{v}-x")) > n[v] for v in BOTH), what="prices still flow")

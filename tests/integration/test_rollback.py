@@ -204,3 +204,21 @@ def _creds_env(agent) -> dict[str, str]:
             creds = agent.pipelines[name].credentials
             env[f"T_{venue}_KEY"], env[f"T_{venue}_SECRET"] = creds.api_key, creds.api_secret
     return env
+
+
+async def test_auto_recovery_goes_through_shadow_probation_back_to_hybrid(tmp_path):
+    recover = {**ROLLBACK,
+               "rollback": {"enabled": True, "auto_recover": True, "base_cooldown_seconds": 1,
+                            "max_cooldown_seconds": 10, "promote_after_passing_windows": 2},
+               "shadow": {"window_seconds": 1.5, "min_samples": 5, "max_mismatch_ratio": 0.3,
+                          "max_ws_lag_seconds": 1.0}}
+    async with agent_on_simulator(tmp_path, modes={"bybit": "hybrid"}, overrides={"bybit": recover}) as (
+            agent, log, sim):
+        await eventually(agent.is_ready, what="ready")
+        sim.faults.inject("bybit", "ws_drop", stream="private", duration_seconds=1.5)
+        await eventually(lambda: len(log.of_kind("mode", "bybit-x")) >= 3, timeout_seconds=30,
+                         what="rest, then shadow probation, then hybrid")
+        path = [(e.from_, e.to, e.reason) for e in log.of_kind("mode", "bybit-x")][:3]
+        assert [p[:2] for p in path] == [("hybrid", "rest"), ("rest", "shadow"), ("shadow", "hybrid")]
+        assert path[1][2] == "cooldown_elapsed" and path[2][2] == "shadow_passed"
+        assert all(e.automatic for e in log.of_kind("mode", "bybit-x"))

@@ -143,3 +143,13 @@ def _creds(agent) -> dict[str, str]:
             "T_BINANCE_KEY": "x" * 16, "T_BINANCE_SECRET": "y" * 32}
 
 
+
+
+async def test_calibration_runs_first_and_is_stored(tmp_path):
+    async with agent_on_simulator(tmp_path, modes={"bybit": "shadow"},
+                                  overrides=shadow_exchange(calibrate_seconds=1.0)) as (agent, log, sim):
+        await eventually(lambda: windows(agent), timeout_seconds=15, what="a window after calibration")
+        floor = agent.controllers["bybit-x"].shadow.noise_floor
+        assert floor.calibration_samples > 0 and floor.calibration_q99_ratio is not None
+        stored = agent.store.calibrations("bybit-x")
+        assert stored and stored[-1].noise_floor.calibration_samples == floor.calibration_samples
