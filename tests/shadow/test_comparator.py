@@ -25,7 +25,7 @@ def batch(t_ms: int, source: str = "rest", **prices: str) -> MarkPriceBatch:
 
 def comparator(**overrides: object) -> Comparator:
     options: dict[str, object] = dict(poll_interval_seconds=5.0, tick_size_by_symbol=TICKS, noise_floor=None,
-                                      ignore_rules=(), max_ws_silence_seconds=10.0)
+                                      ignore_rules=(), max_ws_silence_seconds=10.0, max_ws_lag_seconds=0.0)
     options.update(overrides)
     return Comparator("bybit-main", **options)  # type: ignore[arg-type]
 
@@ -270,3 +270,17 @@ def test_examples_are_capped_per_window() -> None:
 
     assert sum(len(o.examples) for o in outputs) == 2 and c.counters["examples_dropped"] == 3
     assert outputs[0].examples[0].window_start_ms == T0 - T0 % 300_000
+
+
+def test_value_the_websocket_shows_within_the_lag_budget_is_a_match_not_a_divergence() -> None:
+    c = comparator(max_ws_lag_seconds=2.0)
+    c.observe("ws", batch(T0, "ws", BTCUSDT="50000.0"), T0)
+    c.observe("ws", batch(T0 + 900, "ws", BTCUSDT="50010.0"), T0 + 900)       # WS moves first
+    early = c.observe("rest", batch(T0 + 1000, BTCUSDT="50000.0"), T0 + 1000)  # REST still shows the old value
+    assert [s.result for s in early.samples] == ["match"]
+    c.observe("rest", batch(T0 + 2000, BTCUSDT="50020.0"), T0 + 2000)          # REST ahead of WS: held
+    late = c.observe("ws", batch(T0 + 2500, "ws", BTCUSDT="50020.0"), T0 + 2500)
+    assert [(s.result, s.ws_lag_seconds) for s in late.samples] == [("match", 0.5)]
+    c.observe("rest", batch(T0 + 3000, BTCUSDT="50900.0"), T0 + 3000)          # WS never shows it
+    expired = c.advance(T0 + 13_100)  # a moved value is held up to the silence limit, to learn its lag
+    assert [(s.result, s.mismatch_kind) for s in expired.samples] == [("mismatch", "price_divergence")]

@@ -53,7 +53,8 @@ def test_rules_from_yaml_drive_the_comparator(tmp_path: Path) -> None:
     shadow = load(tmp_path, CONFIG).exchanges["bybit-main"].shadow
     c = Comparator("bybit-main", poll_interval_seconds=5.0, tick_size_by_symbol={"XUSDT": Decimal("0.1")},
                    noise_floor=None, ignore_rules=shadow.ignore,
-                   max_ws_silence_seconds=shadow.max_ws_silence_seconds, grace_seconds=shadow.grace_seconds)
+                   max_ws_silence_seconds=shadow.max_ws_silence_seconds, grace_seconds=shadow.grace_seconds,
+                   max_ws_lag_seconds=0)
     c.observe("ws", MarkPriceBatch(prices=(MarkPriceObs(symbol="XUSDT", mark_price="120"),), source="ws",
                                    ts_received_ms=T0), T0)
     c.observe("ws", PositionSnapshot(positions=(PositionObs(symbol="BTCUSDT", position_idx=0, side="long",
