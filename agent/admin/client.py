@@ -47,7 +47,8 @@ def _call(method: str, url: str, body: dict[str, Any] | None = None, token: str 
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:
-            detail = json.loads(exc.read()).get("error") or exc.reason
+            body = json.loads(exc.read())
+            detail = body.get("error") or "; ".join(body.get("errors") or []) or exc.reason
         except (ValueError, AttributeError):
             detail = exc.reason
         raise AdminError(f"{method} {url}: HTTP {exc.code}: {detail}") from None
