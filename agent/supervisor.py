@@ -1,8 +1,9 @@
 """Supervisor: builds and runs the whole agent from a loaded config.
 
-Start order: telemetry, sinks, admin server, (simulator), exchanges; stop in
-reverse, draining sinks last so that everything accepted is written. Reload
-is all-or-nothing: validate, diff, then apply per exchange.
+Start order: telemetry (tracing), sinks, admin server, (simulator), exchanges;
+stop in reverse, draining sinks so that everything accepted is written, and
+flushing traces last. Reload is all-or-nothing: validate, diff, then apply per
+exchange.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from agent import __version__
 from agent.admin.server import AdminServer
 from agent.config.issues import ReloadError
 from agent.config.loader import ConfigError, LoadedConfig, load_config
-from agent.config.models import ExchangeConfig
+from agent.config.models import ExchangeConfig, FeedAgentConfig
 from agent.core.tasks import TaskOwner
 from agent.exchanges import default_endpoints
 from agent.exchanges.base import ApiCredentials, ResolvedEndpoints
@@ -37,6 +39,7 @@ from agent.sinks import create_bus
 from agent.telemetry.logging import MASKER, configure_logging
 from agent.telemetry.loop_lag import LoopLagMonitor
 from agent.telemetry.metrics import Metrics
+from agent.telemetry.tracing import Tracing, setup_tracing
 
 log = logging.getLogger("agent.supervisor")
 
@@ -62,12 +65,14 @@ class Supervisor:
         self.store: ShadowStore | None = None
         self.reports: ReportWriter | None = None
         self.loop_lag = LoopLagMonitor(self.metrics)
+        self.tracing: Tracing | None = None
         self.started_unix_s: float | None = None
         self.last_reload: dict[str, Any] | None = None
         self._sim_endpoints: Any = None
         self._tasks = TaskOwner("agent")
         self._reload_lock = asyncio.Lock()
         self._started = False
+        self._instance_id = str(uuid.uuid4())  # service.instance.id of this run's traces
 
     @property
     def pipelines(self) -> dict[str, ExchangePipeline]:
@@ -82,6 +87,7 @@ class Supervisor:
             return
         self._started = True
         self.started_unix_s = time.time()
+        self.tracing = self._setup_tracing(self.config)
         self._note_config(self.loaded)
         state_dir = self.config.agent.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +113,7 @@ class Supervisor:
         if not self._started:
             return
         self._started = False
+        stop_started = time.monotonic()
         timeout = self.config.agent.shutdown_timeout_seconds
         await self._tasks.cancel_all(timeout_seconds=1.0)
         await asyncio.gather(*(c.stop() for c in self.controllers.values()), return_exceptions=True)
@@ -121,6 +128,14 @@ class Supervisor:
             await asyncio.to_thread(self.store.close)
         self._runtime_file().unlink(missing_ok=True)
         log.info("agent stopped", extra={"event": "agent_stopped"})
+        if self.tracing is not None:  # last, with what is left of the budget: a dead collector costs that, no more
+            left = timeout - (time.monotonic() - stop_started) - 0.5
+            export_timeout = self.tracing.settings.export_timeout_seconds
+            await self.tracing.shutdown(timeout_seconds=max(0.1, min(left, export_timeout)))
+
+    def _setup_tracing(self, config: FeedAgentConfig) -> Tracing:
+        return setup_tracing(config.telemetry.tracing, service_version=__version__, resource_attributes={
+            "service.instance.id": self._instance_id, "process.pid": os.getpid()})
 
     def _controller(self, name: str, exchange: ExchangeConfig) -> ExchangeController:
         endpoints, credentials = self._connection(name, exchange)
@@ -197,8 +212,12 @@ class Supervisor:
             raise ReloadError([f"{new.path}: exchanges: a simulator exchange needs a restart to start the simulator"])
         self.loaded, self.config = new, new_cfg
         self._note_config(new)
-        if new_cfg.telemetry != old_cfg.telemetry:
+        if new_cfg.telemetry.log != old_cfg.telemetry.log:
             configure_logging(new_cfg.telemetry.log.format, new_cfg.telemetry.log.level)
+        if new_cfg.telemetry.tracing != old_cfg.telemetry.tracing:
+            old_tracing, self.tracing = self.tracing, self._setup_tracing(new_cfg)
+            if old_tracing is not None:
+                await old_tracing.shutdown()
         changes: dict[str, str] = {}
         for name in sorted(set(old_cfg.exchanges) | set(new_cfg.exchanges)):
             before, after = old_cfg.exchanges.get(name), new_cfg.exchanges.get(name)

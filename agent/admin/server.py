@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from agent.config.issues import ReloadError
 from agent.core.events import encode_event
@@ -96,6 +97,11 @@ class AdminServer:
             self._runner = None
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
+        """OpenMetrics (with exemplars) when the scraper asks for it, else the classic text format."""
+        accept = request.headers.get("Accept", "")
+        if "application/openmetrics-text" in accept:
+            encoder, content_type = choose_encoder(accept)
+            return web.Response(body=encoder(self._metrics.registry), headers={"Content-Type": content_type})
         body = generate_latest(self._metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -85,9 +85,22 @@ class LogSection(StrictModel):
 
 
 class TracingSection(StrictModel):
+    """OpenTelemetry traces over OTLP/HTTP (see docs/tracing.md).
+
+    ``endpoint`` is the collector's base URL (``/v1/traces`` is appended unless
+    given). ``sample_ratio`` thins routine spans only: a trace with an error or
+    a mode transition is always exported. The standard ``OTEL_*`` environment
+    variables override these keys (docs/tracing.md, "Precedence").
+    """
+
     exporter: Literal["none", "otlp"] = "none"
     endpoint: str = "http://127.0.0.1:4318"
     sample_ratio: Annotated[float, Field(ge=0, le=1)] = 0.05
+    service_name: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")] = (
+        "feedagent")
+    export_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0  # batch export period
+    export_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0  # per export request, and the final flush
+    max_buffered_spans: Annotated[int, Field(ge=64, le=1_000_000)] = 8192  # spans of undecided traces held in memory
 
     @field_validator("endpoint")
     @classmethod

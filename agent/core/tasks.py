@@ -7,6 +7,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from agent.telemetry.tracing import detached_context
+
 log = logging.getLogger("agent.tasks")
 
 
@@ -18,8 +20,8 @@ class TaskOwner:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Start ``coro`` as task ``prefix/name``."""
-        task = asyncio.create_task(coro, name=f"{self.prefix}/{name}")
+        """Start ``coro`` as task ``prefix/name``; it starts its own traces (never inherits the caller's span)."""
+        task = asyncio.create_task(coro, name=f"{self.prefix}/{name}", context=detached_context())
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task

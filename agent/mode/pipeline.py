@@ -28,6 +28,7 @@ from agent.exchanges.base import ApiCredentials, ResolvedEndpoints, VenueRestApi
 from agent.mode.modes import ModePlan, plan_for
 from agent.sinks.bus import EventBus
 from agent.sources.rest_poller import RestSource
+from agent.telemetry import tracing
 from agent.telemetry.metrics import Metrics
 from agent.transport.errors import RestError
 
@@ -140,40 +141,49 @@ class ExchangePipeline:
         Raises ModeChangeError (and keeps the old mode) when the new authoritative
         source is not ready within the timeout.
         """
-        target = plan_for(mode, primary or self.config.shadow.primary)
-        async with self._mode_lock:
-            current = self.plan
-            if current == target:
-                return None
-            started = [n for n in target.sources if n not in self._running]
-            for name in started:
-                await self._start_source(name)
-            self._feeding = self._feeding | {target.authority}
-            new_source = self._source(target.authority)
-            assert new_source is not None
-            timeout = ready_timeout_seconds or self._ready_timeout_seconds(target.authority)
-            try:
-                await asyncio.wait_for(new_source.ready.wait(), timeout)
-            except TimeoutError:
-                self._feeding = {current.authority} if current else set()
+        # One span per transition, always exported; the "mode changed" log record inside it is the trace event.
+        with tracing.start_span("feedagent.mode.transition", keep_reason="mode_transition", attributes={
+                "feedagent.exchange": self.name, "feedagent.venue": self.config.venue,
+                "feedagent.transition.to": mode, "feedagent.transition.reason": reason,
+                "feedagent.transition.automatic": automatic}) as span:
+            target = plan_for(mode, primary or self.config.shadow.primary)
+            async with self._mode_lock:
+                current = self.plan
+                span.set_attributes({"feedagent.transition.from": current.mode if current else "none",
+                                     "feedagent.transition.changed": current != target})
+                if current == target:
+                    return None
+                started = [n for n in target.sources if n not in self._running]
                 for name in started:
+                    await self._start_source(name)
+                self._feeding = self._feeding | {target.authority}
+                new_source = self._source(target.authority)
+                assert new_source is not None
+                timeout = ready_timeout_seconds or self._ready_timeout_seconds(target.authority)
+                try:
+                    await asyncio.wait_for(new_source.ready.wait(), timeout)
+                except TimeoutError:
+                    self._feeding = {current.authority} if current else set()
+                    for name in started:
+                        await self._stop_source(name)
+                    self._metrics.mode_transition_failures.labels(self.name, target.mode).inc()
+                    raise ModeChangeError(f"{self.name}: {target.authority} source not ready within {timeout:.1f}s; "
+                                          f"staying in {current.mode if current else 'no mode'}") from None
+                self._feeding = {target.authority}
+                for name in [n for n in self._running if n not in target.sources]:
                     await self._stop_source(name)
-                self._metrics.mode_transition_failures.labels(self.name, target.mode).inc()
-                raise ModeChangeError(f"{self.name}: {target.authority} source not ready within {timeout:.1f}s; "
-                                      f"staying in {current.mode if current else 'no mode'}") from None
-            self._feeding = {target.authority}
-            for name in [n for n in self._running if n not in target.sources]:
-                await self._stop_source(name)
-            self.plan = target
-            event = ModeEvent(exchange=self.name, from_=current.mode if current else "none", to=target.mode,
-                              reason=reason, automatic=automatic, ts_ms=_now_ms())
-        self._record_transition(event, current, target)
-        return event
+                self.plan = target
+                event = ModeEvent(exchange=self.name, from_=current.mode if current else "none", to=target.mode,
+                                  reason=reason, automatic=automatic, ts_ms=_now_ms())
+            self._record_transition(event, current, target)
+            return event
 
     def _record_transition(self, event: ModeEvent, old: ModePlan | None, new: ModePlan) -> None:
         self._bus.publish(event, "agent")
         self._metrics.set_mode(self.name, new.mode)
-        self._metrics.mode_transitions.labels(self.name, event.from_, event.to, event.reason).inc()
+        # operators may write any reason: it goes to the event and the log; the label stays bounded
+        label = event.reason if event.automatic or event.reason == "config_reload" else "operator"
+        self._metrics.mode_transitions.labels(self.name, event.from_, event.to, label).inc()
         self.last_transition = {"from": event.from_, "to": event.to, "reason": event.reason,
                                 "automatic": event.automatic, "ts_ms": event.ts_ms,
                                 "authority": new.authority}

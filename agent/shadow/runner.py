@@ -24,6 +24,7 @@ from agent.shadow.comparator import Comparator, ComparatorOutput
 from agent.shadow.model import CRITICAL_KINDS, MismatchExample, NoiseFloor, Sample, WindowVerdict
 from agent.shadow.store import ShadowStore
 from agent.shadow.verdict import judge_window
+from agent.telemetry import tracing
 from agent.telemetry.metrics import Metrics
 from agent.transport.errors import RestError
 
@@ -48,7 +49,8 @@ class ShadowRunner:
         self._api = api
         self._symbols = symbols
         self._on_verdict = on_verdict
-        self._trace_id_provider = trace_id_provider
+        # The comparison runs inside the REST poll's callback: samples carry that poll's trace id (when exported).
+        self._trace_id_provider = trace_id_provider if trace_id_provider is not None else tracing.sampled_trace_id
         self._tasks = TaskOwner(f"{exchange}/shadow")
         self.comparator: Comparator | None = None
         self._samples: list[Sample] = []
@@ -153,8 +155,9 @@ class ShadowRunner:
         m, ex = self._metrics, self.exchange
         for sample in out.samples:
             m.shadow_samples.labels(ex, sample.kind, sample.result).inc()
-            if sample.divergence_ratio is not None:
-                m.shadow_divergence.labels(ex).observe(sample.divergence_ratio)
+            if sample.divergence_ratio is not None:  # exemplar: the REST poll's trace (held samples settle later)
+                m.shadow_divergence.labels(ex).observe(
+                    sample.divergence_ratio, exemplar={"trace_id": sample.trace_id} if sample.trace_id else None)
             if sample.ws_lead_seconds is not None:
                 m.shadow_ws_lead.labels(ex).observe(sample.ws_lead_seconds)
             if sample.ws_lag_seconds is not None:
@@ -167,28 +170,38 @@ class ShadowRunner:
     # -- windows ---------------------------------------------------------------------------------
 
     async def _close_window(self, start_ms: int, end_ms: int) -> WindowVerdict:
-        shadow = self.config.shadow
-        inside = [s for s in self._samples if start_ms <= s.ts_ms < end_ms]
-        self._samples = [s for s in self._samples if s.ts_ms >= end_ms]
-        examples = [e for e in self._examples if start_ms <= e.ts_ms < end_ms]
-        self._examples = [e for e in self._examples if e.ts_ms >= end_ms]
-        assert self.comparator is not None
-        verdict = judge_window(inside, exchange=self.exchange, window_start_ms=start_ms, window_end_ms=end_ms,
-                               min_samples=shadow.min_samples, max_mismatch_ratio=shadow.max_mismatch_ratio,
-                               confidence=shadow.confidence, noise_floor=self.comparator.noise_floor(),
-                               primary=shadow.primary)
-        await asyncio.to_thread(self.store.record_window, verdict, inside, examples)
-        self.last_verdict = verdict
-        self._metrics.shadow_windows.labels(self.exchange, verdict.verdict).inc()
-        self._metrics.set_state_set(self._metrics.shadow_last_verdict, self.exchange, VERDICTS, verdict.verdict)
-        if verdict.mismatch_ratio is not None:
-            self._metrics.shadow_mismatch_ratio.labels(self.exchange).set(verdict.mismatch_ratio)
-        log.info("shadow window judged", extra={"event": "shadow_window", "exchange": self.exchange,
-                                                "verdict": verdict.verdict, "reason": verdict.reason,
-                                                "samples": verdict.samples, "mismatches": verdict.mismatches})
-        if self._on_verdict is not None:
-            self._on_verdict(verdict)
-        return verdict
+        with tracing.start_span("feedagent.shadow.window", attributes={
+                "feedagent.exchange": self.exchange, "feedagent.venue": self.config.venue,
+                "feedagent.shadow.primary": self.config.shadow.primary,
+                "feedagent.shadow.window_start_ms": start_ms, "feedagent.shadow.window_end_ms": end_ms}) as span:
+            shadow = self.config.shadow
+            inside = [s for s in self._samples if start_ms <= s.ts_ms < end_ms]
+            self._samples = [s for s in self._samples if s.ts_ms >= end_ms]
+            examples = [e for e in self._examples if start_ms <= e.ts_ms < end_ms]
+            self._examples = [e for e in self._examples if e.ts_ms >= end_ms]
+            assert self.comparator is not None
+            verdict = judge_window(inside, exchange=self.exchange, window_start_ms=start_ms, window_end_ms=end_ms,
+                                   min_samples=shadow.min_samples, max_mismatch_ratio=shadow.max_mismatch_ratio,
+                                   confidence=shadow.confidence, noise_floor=self.comparator.noise_floor(),
+                                   primary=shadow.primary)
+            await asyncio.to_thread(self.store.record_window, verdict, inside, examples)
+            self.last_verdict = verdict
+            span.set_attributes({"feedagent.shadow.verdict": verdict.verdict,
+                                 "feedagent.shadow.samples": verdict.samples,
+                                 "feedagent.shadow.mismatches": verdict.mismatches,
+                                 "feedagent.shadow.errors": verdict.errors})
+            if verdict.verdict in ("fail", "error"):  # what the breaker acts on: exported whatever the ratio
+                tracing.keep(span, f"shadow_{verdict.verdict}")
+            self._metrics.shadow_windows.labels(self.exchange, verdict.verdict).inc()
+            self._metrics.set_state_set(self._metrics.shadow_last_verdict, self.exchange, VERDICTS, verdict.verdict)
+            if verdict.mismatch_ratio is not None:
+                self._metrics.shadow_mismatch_ratio.labels(self.exchange).set(verdict.mismatch_ratio)
+            log.info("shadow window judged", extra={"event": "shadow_window", "exchange": self.exchange,
+                                                    "verdict": verdict.verdict, "reason": verdict.reason,
+                                                    "samples": verdict.samples, "mismatches": verdict.mismatches})
+            if self._on_verdict is not None:
+                self._on_verdict(verdict)
+            return verdict
 
     def status(self) -> dict[str, Any]:
         """The /status view of the comparison."""

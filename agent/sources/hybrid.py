@@ -29,6 +29,7 @@ from agent.core.tasks import TaskOwner
 from agent.exchanges import create_ws_venue
 from agent.exchanges.base import ApiCredentials, ResolvedEndpoints, VenueRestApi
 from agent.sources.reconcile import diff_positions
+from agent.telemetry import tracing
 from agent.telemetry.metrics import Metrics
 from agent.transport.errors import RestError
 from agent.transport.ws import ResilientWebSocket
@@ -203,21 +204,26 @@ class HybridSource:
 
     async def _snapshot(self, reason: str) -> list[PositionObs] | None:
         """Take a full REST snapshot into the book; None when REST failed."""
-        asked_ms = _now_ms()
-        try:
-            rows = await self.api.fetch_positions()
-        except RestError as exc:
-            log.warning("position snapshot failed", extra={"event": "snapshot_failed", "exchange": self.exchange,
-                                                           "reason": reason, "error": str(exc)})
-            return None
-        complete = self.api.status.last_positions_malformed_rows == 0
-        self.venue.seed_private(rows)
-        self._metrics.position_snapshots.labels(self.exchange, reason).inc()
-        self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
-                                            complete=complete, as_of_ms=asked_ms))
-        if complete:
-            self.ready.set()
-        return rows
+        with tracing.start_span("feedagent.hybrid.snapshot", attributes={
+                "feedagent.exchange": self.exchange, "feedagent.venue": self.config.venue,
+                "feedagent.snapshot.reason": reason}) as span:
+            asked_ms = _now_ms()
+            try:
+                rows = await self.api.fetch_positions()
+            except RestError as exc:
+                tracing.set_error(span, exc.outcome)
+                log.warning("position snapshot failed", extra={"event": "snapshot_failed", "exchange": self.exchange,
+                                                               "reason": reason, "error": str(exc)})
+                return None
+            complete = self.api.status.last_positions_malformed_rows == 0
+            span.set_attribute("feedagent.snapshot.positions", len(rows))
+            self.venue.seed_private(rows)
+            self._metrics.position_snapshots.labels(self.exchange, reason).inc()
+            self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
+                                                complete=complete, as_of_ms=asked_ms))
+            if complete:
+                self.ready.set()
+            return rows
 
     async def _resync_loop(self) -> None:
         """Retry a wanted snapshot with capped, jittered backoff until it succeeds."""
@@ -237,29 +243,34 @@ class HybridSource:
 
     async def reconcile(self) -> dict[str, int] | None:
         """Compare a REST snapshot with the book, count the disagreements, correct the book."""
-        held = {p.key: p for p in self._book.positions()}
-        asked_ms = _now_ms()
-        try:
-            rows = await self.api.fetch_positions()
-        except RestError as exc:
-            self._metrics.reconcile_runs.labels(self.exchange, "error").inc()
-            self.last_reconcile = {"ts_ms": asked_ms, "error": str(exc)}
-            return None
-        complete = self.api.status.last_positions_malformed_rows == 0
-        disagreements = diff_positions(held, rows, complete=complete)
-        for kind, count in disagreements.items():
-            if count:
-                self._metrics.reconcile_disagreements.labels(self.exchange, kind).inc(count)
-        self._metrics.reconcile_runs.labels(self.exchange, "ok").inc()
-        self.reconciles += 1
-        self.last_reconcile = {"ts_ms": asked_ms, "disagreements": disagreements}
-        if any(disagreements.values()):
-            log.warning("reconciliation corrected the WebSocket view",
-                        extra={"event": "reconcile_corrected", "exchange": self.exchange, **disagreements})
-        self.venue.seed_private(rows)
-        self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
-                                            complete=complete, as_of_ms=asked_ms))
-        return disagreements
+        with tracing.start_span("feedagent.hybrid.reconcile", attributes={
+                "feedagent.exchange": self.exchange, "feedagent.venue": self.config.venue}) as span:
+            held = {p.key: p for p in self._book.positions()}
+            asked_ms = _now_ms()
+            try:
+                rows = await self.api.fetch_positions()
+            except RestError as exc:
+                tracing.set_error(span, exc.outcome)
+                self._metrics.reconcile_runs.labels(self.exchange, "error").inc()
+                self.last_reconcile = {"ts_ms": asked_ms, "error": str(exc)}
+                return None
+            complete = self.api.status.last_positions_malformed_rows == 0
+            disagreements = diff_positions(held, rows, complete=complete)
+            for kind, count in disagreements.items():
+                if count:
+                    self._metrics.reconcile_disagreements.labels(self.exchange, kind).inc(count)
+            self._metrics.reconcile_runs.labels(self.exchange, "ok").inc()
+            self.reconciles += 1
+            self.last_reconcile = {"ts_ms": asked_ms, "disagreements": disagreements}
+            span.set_attribute("feedagent.reconcile.disagreements", sum(disagreements.values()))
+            if any(disagreements.values()):
+                tracing.keep(span, "reconcile_corrected")  # rare and worth a look: exported whatever the ratio
+                log.warning("reconciliation corrected the WebSocket view",
+                            extra={"event": "reconcile_corrected", "exchange": self.exchange, **disagreements})
+            self.venue.seed_private(rows)
+            self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
+                                                complete=complete, as_of_ms=asked_ms))
+            return disagreements
 
     # -- health ----------------------------------------------------------------------------------
 

@@ -21,8 +21,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from agent.core.observations import MarkPriceBatch, PositionSnapshot
 from agent.core.tasks import TaskOwner
 from agent.exchanges.base import VenueRestApi
-from agent.transport.errors import RestError
+from agent.telemetry import tracing
 from agent.telemetry.metrics import Metrics
+from agent.transport.errors import RestError
 
 log = logging.getLogger("agent.sources.rest")
 
@@ -112,32 +113,38 @@ class RestSource:
 
     async def poll_positions(self) -> PositionSnapshot | None:
         """Fetch every position now and hand the complete snapshot on (None when the poll failed)."""
-        asked_ms = _now_ms()
-        rows = await self._poll("positions", self.api.fetch_positions)
-        if rows is None:
-            return None
-        # A skipped (malformed) row could be an open position: without it, absence no longer means flat.
-        complete = self.api.status.last_positions_malformed_rows == 0
-        snapshot = PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(), complete=complete,
-                                    as_of_ms=asked_ms)
-        self._on_positions(snapshot)
-        if complete:
-            self.ready.set()
-        return snapshot
+        with self._span("positions") as span:  # the hand-off (and a shadow comparison) is part of the poll
+            asked_ms = _now_ms()
+            rows = await self._poll(span, "positions", self.api.fetch_positions)
+            if rows is None:
+                return None
+            # A skipped (malformed) row could be an open position: without it, absence no longer means flat.
+            complete = self.api.status.last_positions_malformed_rows == 0
+            snapshot = PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
+                                        complete=complete, as_of_ms=asked_ms)
+            self._on_positions(snapshot)
+            if complete:
+                self.ready.set()
+            return snapshot
 
     async def poll_prices(self) -> MarkPriceBatch | None:
         """Fetch the mark prices of the followed symbols now and hand them on."""
         symbols = list(self._symbols())
         if not symbols:
             return None
-        prices = await self._poll("prices", lambda: self.api.fetch_mark_prices(symbols))
-        if prices is None:
-            return None
-        batch = MarkPriceBatch(prices=tuple(prices), source="rest", ts_received_ms=_now_ms())
-        self._on_prices(batch)
-        return batch
+        with self._span("prices") as span:
+            prices = await self._poll(span, "prices", lambda: self.api.fetch_mark_prices(symbols))
+            if prices is None:
+                return None
+            batch = MarkPriceBatch(prices=tuple(prices), source="rest", ts_received_ms=_now_ms())
+            self._on_prices(batch)
+            return batch
 
-    async def _poll(self, kind: str, call):  # type: ignore[no-untyped-def]
+    def _span(self, kind: str):  # type: ignore[no-untyped-def]
+        return tracing.start_span("feedagent.rest.poll", attributes={
+            "feedagent.exchange": self.exchange, "feedagent.venue": self.api.venue, "feedagent.poll.kind": kind})
+
+    async def _poll(self, span, kind: str, call):  # type: ignore[no-untyped-def]
         status = self.status[kind]
         status.last_attempt_unix_s = time.time()
         started = time.monotonic()
@@ -146,12 +153,14 @@ class RestSource:
         except RestError as exc:
             outcome = exc.outcome
             status.last_error = f"{type(exc).__name__}: {exc}"
+            tracing.set_error(span, outcome)
             log.warning("poll failed", extra={"event": "poll_failed", "exchange": self.exchange, "kind": kind,
                                               "outcome": outcome, "error": str(exc)})
             result = None
         except Exception as exc:  # a bug in one exchange must not stop the others; counted and shown
             outcome = "error"
             status.last_error = f"{type(exc).__name__}: {exc}"
+            tracing.set_error(span, type(exc).__qualname__)
             log.exception("poll crashed", extra={"event": "poll_crashed", "exchange": self.exchange, "kind": kind})
             result = None
         else:
@@ -159,11 +168,13 @@ class RestSource:
             status.last_success_unix_s = time.time()
             status.last_error = None
             self._metrics.last_successful_poll.labels(self.exchange, kind).set(status.last_success_unix_s)
+            span.set_attribute("feedagent.poll.items", len(result))
+        span.set_attribute("feedagent.rest.outcome", outcome)
         elapsed = time.monotonic() - started
         status.last_duration_seconds = elapsed
         status.outcomes[outcome] += 1
         self._metrics.polls.labels(self.exchange, kind, outcome).inc()
-        self._metrics.poll_duration.labels(self.exchange, kind).observe(elapsed)
+        self._metrics.poll_duration.labels(self.exchange, kind).observe(elapsed, exemplar=tracing.exemplar())
         return result
 
     async def _sync_clock(self) -> None:

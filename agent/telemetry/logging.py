@@ -1,5 +1,7 @@
 """Structured logs: one JSON object per line on stderr, a stable ``event`` name per record,
-and every registered secret masked wherever it appears."""
+every registered secret masked wherever it appears, and the ``trace_id``/``span_id`` of
+the current span on every record emitted inside one (how events correlate with traces).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from opentelemetry import trace
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -36,6 +40,18 @@ class SecretMasker:
 MASKER = SecretMasker()
 
 
+def trace_fields() -> dict[str, str]:
+    """``trace_id`` and ``span_id`` (hex) of the current span; empty outside a span.
+
+    Formatters call this while handling the record, on the caller's thread and
+    context (the handlers here are synchronous), so the span is the emitter's.
+    """
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "event", "msg", ...extra}`` per line, secrets masked."""
 
@@ -46,6 +62,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": getattr(record, "event", None) or record.getMessage().replace(" ", "_"),
             "msg": record.getMessage(),
+            **trace_fields(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and key != "event" and not key.startswith("_"):
@@ -62,7 +79,8 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+        extras = {**trace_fields(),
+                  **{k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}}
         line = super().format(record)
         if extras:
             line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
@@ -80,3 +98,5 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     root.setLevel(level.upper())
     for noisy in ("apscheduler", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The OTLP exporter warns at every retry while a collector is down; its final failure per batch is an error.
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.ERROR)

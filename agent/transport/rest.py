@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 from yarl import URL
 
+from agent.telemetry import tracing
 from agent.transport.backoff import BackoffGate
 from agent.transport.clock import SYSTEM_CLOCK, Clock, ServerClock
 from agent.transport.errors import (
@@ -102,6 +103,8 @@ class RestClient:
         self.status = status
         self.server_clock = ServerClock(clock)
         self._base_url = base_url.rstrip("/")
+        base = URL(self._base_url)
+        self._server_address, self._server_port = base.host or "", base.port or 0
         self._metrics = metrics
         self._timeout_s = timeout_seconds
         self._server_time = server_time
@@ -180,20 +183,25 @@ class RestClient:
     async def _send(self, method: str, path: str, *, endpoint: str, decode: Decoder[T], query: str = "",
                     sign: Signer | None = None, headers: Mapping[str, str] | None = None,
                     data: bytes | None = None) -> T:
-        self._hold_if_needed()
-        await self._wait_for_budget(endpoint)
-        all_headers = dict(headers or {})
-        if sign is not None:
-            query, signed_headers = sign(self.server_clock.server_now_ms())
-            all_headers.update(signed_headers)
-        response = await self._exchange_bytes(method, path, endpoint, query, all_headers, data)
-        try:
-            value = self._decode(response, decode)
-        except RestError as e:
-            self._finish(response, e)
-            raise
-        self._finish(response, None)
-        return value
+        # HTTP client span (semconv names); never the URL's query, which carries the signature.
+        with tracing.start_span(endpoint, kind=tracing.SpanKind.CLIENT, attributes={
+                "http.request.method": method, "server.address": self._server_address,
+                "server.port": self._server_port, "feedagent.exchange": self.exchange,
+                "feedagent.rest.endpoint": endpoint}):
+            self._hold_if_needed()
+            await self._wait_for_budget(endpoint)
+            all_headers = dict(headers or {})
+            if sign is not None:
+                query, signed_headers = sign(self.server_clock.server_now_ms())
+                all_headers.update(signed_headers)
+            response = await self._exchange_bytes(method, path, endpoint, query, all_headers, data)
+            try:
+                value = self._decode(response, decode)
+            except RestError as e:
+                self._finish(response, e)
+                raise
+            self._finish(response, None)
+            return value
 
     async def _exchange_bytes(self, method: str, path: str, endpoint: str, query: str,
                               headers: Mapping[str, str], data: bytes | None) -> RestResponse:
@@ -240,7 +248,7 @@ class RestClient:
                                     status=response.status) from None
 
     def _finish(self, response: RestResponse, error: RestError | None) -> None:
-        self._record(response.endpoint, response.rtt_ms / 1000.0, error)
+        self._record(response.endpoint, response.rtt_ms / 1000.0, error, response.status)
         if isinstance(error, (RateLimited, Banned)) and error.retry_after_seconds > 0:
             until = self._gate.close(error, error.retry_after_seconds)
             self._show_backoff(until)
@@ -248,10 +256,18 @@ class RestClient:
                         extra={"exchange": self.exchange, "endpoint": response.endpoint,
                                "outcome": error.outcome, "until_unix_s": until})
 
-    def _record(self, endpoint: str, duration_s: float, error: RestError | None) -> None:
+    def _record(self, endpoint: str, duration_s: float, error: RestError | None,
+                status: int | None = None) -> None:
         outcome = "ok" if error is None else error.outcome
+        span = tracing.current_span()  # the request's span (a no-op one while tracing is off)
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        span.set_attribute("feedagent.rest.outcome", outcome)
+        if error is not None:
+            tracing.set_error(span, outcome)  # before the observation: its exemplar needs the kept trace
         self._metrics.rest_requests.labels(self.exchange, endpoint, outcome).inc()
-        self._metrics.rest_request_duration.labels(self.exchange, endpoint).observe(duration_s)
+        self._metrics.rest_request_duration.labels(self.exchange, endpoint).observe(
+            duration_s, exemplar=tracing.exemplar())
         self.status.last_error = None if error is None else f"{type(error).__name__}: {error}"
 
     # -- back-off and budget ---------------------------------------------------------------------

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from agent.core.tasks import TaskOwner
+from agent.telemetry import tracing
 from agent.transport.ws_backoff import ConnectionBudget, JitterBackoff
 from agent.transport.ws_config import WsConfig
 from agent.transport.ws_link import ConnectFailed, LinkEnded, LinkHooks, WsLink
@@ -52,6 +55,15 @@ class WsConnector:
 
     async def connect(self, session: aiohttp.ClientSession, role: str) -> WsLink:
         """An established link whose tasks carry ``role`` in their names; raises ``ConnectFailed``."""
+        with tracing.start_span("feedagent.ws.connect", kind=tracing.SpanKind.CLIENT, attributes={
+                "feedagent.exchange": self._log_context.get("exchange", ""),
+                "feedagent.ws.stream": self._log_context.get("stream", ""),
+                "feedagent.ws.rotation": bool(role)}) as span:
+            link = await self._connect(session, role, span)
+            span.set_attribute("feedagent.ws.outcome", "ok")
+            return link
+
+    async def _connect(self, session: aiohttp.ClientSession, role: str, span: Any) -> WsLink:
         if await self._budget.acquire():
             self._telemetry.budget_wait()
         try:
@@ -59,6 +71,9 @@ class WsConnector:
                 url = await self.protocol.url()
         except Exception as e:  # a listenKey request can fail in many ways; all mean "try again later"
             raise ConnectFailed("url_error", type(e).__name__) from e
+        host = URL(url).host  # only the host: a Binance private URL carries the listenKey in its path
+        if host:
+            span.set_attribute("server.address", host)
         topics = LinkTopics(self.protocol.stale_after_seconds,
                             lambda failures: self._sub_backoff.delay_for(failures - 1))
         topics.add(self._registry.topics(), self._clock())  # before the reader starts: early data is kept
@@ -68,7 +83,10 @@ class WsConnector:
         try:
             await link.open(session, url, role)
             await link.authenticate()
-            await self._replay(link)
+            with tracing.start_span("feedagent.ws.subscribe", attributes={
+                    "feedagent.exchange": self._log_context.get("exchange", ""),
+                    "feedagent.ws.stream": self._log_context.get("stream", "")}) as sub_span:
+                sub_span.set_attribute("feedagent.ws.topics", await self._replay(link))
         except BaseException:
             await self.discard(link)
             raise
@@ -76,15 +94,15 @@ class WsConnector:
         self._telemetry.connect("ok")
         return link
 
-    async def _replay(self, link: WsLink) -> None:
-        """Subscribe the registry on a new link, until the registry stops changing under us."""
+    async def _replay(self, link: WsLink) -> int:
+        """Subscribe the registry on a new link, until the registry stops changing under us; returns the topic count."""
         requested: set[str] = set()
         try:
             while True:
                 wanted = [t for t in self._registry.topics() if t not in requested]
                 extra = [t for t in requested if t not in self._registry]
                 if not wanted and not extra:
-                    return  # no await between this check and ``established = True``
+                    return len(requested)  # no await between this check and ``established = True``
                 requested.update(wanted)
                 requested.difference_update(extra)
                 link.topics.add(wanted, self._clock())
@@ -107,13 +125,18 @@ class WsConnector:
                 link.topics.add(topics, now)
             else:
                 link.topics.remove(topics)
-        for link in links:
-            try:
-                pending = await link.request(kind, topics)
-                await link.wait([p.future for p in pending], self.config.subscribe_ack_timeout_seconds)
-                link.expire(pending)
-            except LinkEnded:
-                pass  # the next link replays the registry
+        if not links:
+            return  # nothing on the wire: the next link replays the registry
+        with tracing.start_span(f"feedagent.ws.{kind}", attributes={
+                "feedagent.exchange": self._log_context.get("exchange", ""),
+                "feedagent.ws.stream": self._log_context.get("stream", ""), "feedagent.ws.topics": len(topics)}):
+            for link in links:
+                try:
+                    pending = await link.request(kind, topics)
+                    await link.wait([p.future for p in pending], self.config.subscribe_ack_timeout_seconds)
+                    link.expire(pending)
+                except LinkEnded:
+                    pass  # the next link replays the registry
 
     async def maintain(self, link: WsLink) -> None:
         """One watchdog pass over a link: expire overdue acks, act on stale topics, retry failed ones.

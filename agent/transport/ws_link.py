@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from agent.core.tasks import TaskOwner
+from agent.telemetry import tracing
 from agent.transport.ws_backoff import SlidingWindowLimiter
 from agent.transport.ws_config import WsConfig
 from agent.transport.ws_spec import (
@@ -192,20 +193,21 @@ class WsLink:
         text = self.protocol.auth_request(self._wall_ms())
         if text is None:
             return
-        waiter: asyncio.Future[AuthAck] = asyncio.get_running_loop().create_future()
-        self._auth_waiter = waiter
-        try:
-            await self.send(text)
-            await self.wait([waiter], self.config.auth_timeout_seconds)
-        except LinkEnded as e:
-            raise ConnectFailed("closed_during_setup", e.reason) from e
-        finally:
-            self._auth_waiter = None
-        if not waiter.done():
-            raise ConnectFailed("auth_timeout", "no auth ack in time")
-        ack = waiter.result()
-        if not ack.ok:
-            raise ConnectFailed("auth_rejected", ack.reason[:200])
+        with tracing.start_span("feedagent.ws.auth"):  # a failure's ``error.type`` is the ConnectFailed outcome
+            waiter: asyncio.Future[AuthAck] = asyncio.get_running_loop().create_future()
+            self._auth_waiter = waiter
+            try:
+                await self.send(text)
+                await self.wait([waiter], self.config.auth_timeout_seconds)
+            except LinkEnded as e:
+                raise ConnectFailed("closed_during_setup", e.reason) from e
+            finally:
+                self._auth_waiter = None
+            if not waiter.done():
+                raise ConnectFailed("auth_timeout", "no auth ack in time")
+            ack = waiter.result()
+            if not ack.ok:
+                raise ConnectFailed("auth_rejected", ack.reason[:200])
 
     async def request(self, kind: RequestKind, topics: Sequence[str]) -> list[PendingRequest]:
         """Send (un)subscribe requests for ``topics``; returns the requests awaiting an ack.

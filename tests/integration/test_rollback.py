@@ -63,7 +63,7 @@ async def test_fault_rolls_back_to_rest_without_losing_events(tmp_path, fault):
         mode_events = [e for e in log.of_kind("mode", "bybit-x") if isinstance(e, ModeEvent)]
         assert len(mode_events) == 1 and mode_events[0].automatic and mode_events[0].to == "rest"
         assert mode_events[0].reason.startswith("ws_")
-        assert agent.controllers["bybit-x"].breaker.state_name == "open"
+        await eventually(lambda: agent.controllers["bybit-x"].breaker.state_name == "open", what="breaker open")
         # the detection budget: consecutive readings x interval, plus connect/backoff slack, plus one poll
         assert failover_seconds < 8.0, failover_seconds
 
