@@ -37,313 +37,29 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, NoOpTracer, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
     from agent.config.models import TracingSection
 
-log = logging.getLogger("agent.tracing")
+from agent.telemetry.tracing_sampling import KEEP_REASON, KeepingSpanProcessor
+from agent.telemetry.tracing_settings import TracingSettings, resolve_settings
 
-#: Attribute that makes the processor export the whole trace (value: why).
-KEEP_REASON = "feedagent.sampling.keep_reason"
-TRACES_PATH = "/v1/traces"
-_KEPT_TRACE_IDS = 4096
-_RATIO_LIMIT = (1 << 64) - 1  # TraceIdRatioBased.TRACE_ID_LIMIT: the low 64 bits of the trace id decide
+log = logging.getLogger("agent.tracing")
 
 __all__ = [
     "KEEP_REASON", "KeepingSpanProcessor", "SpanKind", "Tracing", "TracingSettings", "active_provider",
     "current_span", "detached_context", "exemplar", "keep", "resolve_settings", "sampled_trace_id", "set_error",
     "setup_tracing", "start_span", "tracer",
 ]
-
-
-# -- settings ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TracingSettings:
-    """The effective tracing settings: the YAML section with the ``OTEL_*`` environment on top.
-
-    ``sources`` says where each setting came from (``config``: the YAML file
-    or a ``FEEDAGENT_*`` override; ``default``; or ``env:OTEL_...``);
-    ``warnings`` lists environment values that were ignored.
-    """
-
-    enabled: bool
-    endpoint: str                       # full URL of the traces endpoint
-    sample_ratio: float
-    service_name: str
-    export_interval_seconds: float
-    export_timeout_seconds: float
-    max_buffered_spans: int
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold credentials: never logged
-    resource_attributes: Mapping[str, str] = field(default_factory=dict)
-    sources: Mapping[str, str] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-    def describe(self) -> dict[str, Any]:
-        """What is safe to log: the endpoint without user info or query, header names only."""
-        return {"enabled": self.enabled, "endpoint": redact_url(self.endpoint), "sample_ratio": self.sample_ratio,
-                "service_name": self.service_name, "header_names": sorted(self.headers),
-                "sources": dict(self.sources)}
-
-
-_SAMPLER_RATIOS = {"always_on": 1.0, "always_off": 0.0, "parentbased_always_on": 1.0,
-                   "parentbased_always_off": 0.0}
-
-
-def resolve_settings(config: TracingSection, environ: Mapping[str, str] | None = None) -> TracingSettings:
-    """Apply the standard OpenTelemetry environment variables over the YAML section.
-
-    Precedence, per setting: ``OTEL_*`` variable > config (YAML, with its
-    ``FEEDAGENT_*`` overrides) > default. The environment wins, as it does for
-    every other key, because that is where platforms put tracing settings for
-    all their services (the OpenTelemetry Operator's injection, a chart's
-    ``env``), and they expect them to take effect without editing each
-    service's config. Tracing is on when
-    ``OTEL_TRACES_EXPORTER`` says ``otlp``, or (that variable unset) when the
-    YAML says ``exporter: otlp`` or an ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``
-    is set; ``OTEL_TRACES_EXPORTER=none`` or ``OTEL_SDK_DISABLED=true`` turn it off.
-    """
-    env = os.environ if environ is None else environ
-    sources: dict[str, str] = {}
-    warnings: list[str] = []
-    fields_set = config.model_fields_set
-
-    def origin(key: str) -> str:
-        return "config" if key in fields_set else "default"
-
-    def get(name: str) -> str:
-        return env.get(name, "").strip()
-
-    # endpoint
-    if get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):  # the signal's own URL, used as given
-        endpoint = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        sources["endpoint"] = "env:OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    elif get("OTEL_EXPORTER_OTLP_ENDPOINT"):  # a base URL: /v1/traces is appended
-        endpoint = _traces_url(get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        sources["endpoint"] = "env:OTEL_EXPORTER_OTLP_ENDPOINT"
-    else:
-        endpoint, sources["endpoint"] = _traces_url(config.endpoint), origin("endpoint")
-    if not endpoint.startswith(("http://", "https://")):
-        warnings.append(f"{sources['endpoint'].removeprefix('env:')}: not an http(s) URL; using the YAML endpoint")
-        endpoint, sources["endpoint"] = _traces_url(config.endpoint), origin("endpoint")
-
-    # on or off
-    exporters = [e.strip().lower() for e in get("OTEL_TRACES_EXPORTER").split(",") if e.strip()]
-    if get("OTEL_SDK_DISABLED").lower() == "true":
-        enabled, sources["exporter"] = False, "env:OTEL_SDK_DISABLED"
-    elif "none" in exporters:
-        enabled, sources["exporter"] = False, "env:OTEL_TRACES_EXPORTER"
-    elif "otlp" in exporters:
-        enabled, sources["exporter"] = True, "env:OTEL_TRACES_EXPORTER"
-    else:
-        if exporters:
-            warnings.append(f"OTEL_TRACES_EXPORTER={','.join(exporters)}: only otlp and none are supported; ignored")
-        if sources["endpoint"].startswith("env:"):
-            enabled, sources["exporter"] = True, sources["endpoint"]
-        else:
-            enabled, sources["exporter"] = config.exporter == "otlp", origin("exporter")
-
-    # routine-span ratio
-    ratio, sources["sample_ratio"] = config.sample_ratio, origin("sample_ratio")
-    sampler = get("OTEL_TRACES_SAMPLER").lower()
-    if sampler in _SAMPLER_RATIOS:
-        ratio, sources["sample_ratio"] = _SAMPLER_RATIOS[sampler], "env:OTEL_TRACES_SAMPLER"
-    elif sampler in ("traceidratio", "parentbased_traceidratio"):
-        try:
-            value = float(get("OTEL_TRACES_SAMPLER_ARG") or "1.0")
-            if not 0.0 <= value <= 1.0:
-                raise ValueError
-            ratio, sources["sample_ratio"] = value, "env:OTEL_TRACES_SAMPLER_ARG"
-        except ValueError:
-            warnings.append("OTEL_TRACES_SAMPLER_ARG: not a number from 0 to 1; ignored")
-    elif sampler:
-        warnings.append(f"OTEL_TRACES_SAMPLER={sampler}: not supported here; ignored")
-
-    # resource: OTEL_SERVICE_NAME > service.name in OTEL_RESOURCE_ATTRIBUTES > YAML
-    resource = _parse_resource_attributes(get("OTEL_RESOURCE_ATTRIBUTES"), warnings)
-    service_name, sources["service_name"] = config.service_name, origin("service_name")
-    if "service.name" in resource:
-        service_name, sources["service_name"] = resource["service.name"], "env:OTEL_RESOURCE_ATTRIBUTES"
-    if get("OTEL_SERVICE_NAME"):
-        service_name, sources["service_name"] = get("OTEL_SERVICE_NAME"), "env:OTEL_SERVICE_NAME"
-
-    interval, sources["export_interval_seconds"] = config.export_interval_seconds, origin("export_interval_seconds")
-    if get("OTEL_BSP_SCHEDULE_DELAY"):
-        try:
-            value = float(get("OTEL_BSP_SCHEDULE_DELAY")) / 1000.0  # milliseconds, as the spec says
-            if value <= 0:
-                raise ValueError
-            interval, sources["export_interval_seconds"] = value, "env:OTEL_BSP_SCHEDULE_DELAY"
-        except ValueError:
-            warnings.append("OTEL_BSP_SCHEDULE_DELAY: not a positive number of milliseconds; ignored")
-
-    headers: dict[str, str] = {}
-    for name in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
-        if get(name):
-            from opentelemetry.util.re import parse_env_headers
-
-            headers = dict(parse_env_headers(get(name), liberal=True))
-            sources["headers"] = f"env:{name}"
-            break
-
-    return TracingSettings(
-        enabled=enabled, endpoint=endpoint, sample_ratio=ratio, service_name=service_name,
-        export_interval_seconds=interval, export_timeout_seconds=config.export_timeout_seconds,
-        max_buffered_spans=config.max_buffered_spans, headers=headers, resource_attributes=resource,
-        sources=sources, warnings=tuple(warnings))
-
-
-def _traces_url(base: str) -> str:
-    """``base`` + ``/v1/traces``, unless it already names the traces path (as the SDK does for the base URL)."""
-    parts = urlsplit(base)
-    if parts.path.rstrip("/").endswith(TRACES_PATH):
-        return base
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + TRACES_PATH))
-
-
-def _parse_resource_attributes(text: str, warnings: list[str]) -> dict[str, str]:
-    """``key=value,key=value`` with percent-encoded values (the W3C Baggage format the spec names)."""
-    attributes: dict[str, str] = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            warnings.append("OTEL_RESOURCE_ATTRIBUTES: an entry is not key=value; skipped")
-            continue
-        attributes[key.strip()] = unquote(value.strip())
-    return attributes
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query or fragment (collector URLs can carry tokens in either)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
-        return "<unparsable URL>"
-
-
-# -- sampling ------------------------------------------------------------------------------------
-
-
-class KeepingSpanProcessor:
-    """Records every span; forwards to ``downstream`` the spans of traces chosen by ratio or kept.
-
-    See the module docstring for the rules and the memory bound. Safe to call
-    from several threads (spans usually end on the event loop's thread).
-    """
-
-    def __init__(self, downstream: Any, *, sample_ratio: float, max_buffered_spans: int,
-                 max_kept_traces: int = _KEPT_TRACE_IDS) -> None:
-        self._next = downstream
-        self._bound = round(sample_ratio * (_RATIO_LIMIT + 1))
-        self._max_held = max_buffered_spans
-        self._max_kept = max_kept_traces
-        self._lock = threading.Lock()
-        self._open: dict[int, int] = {}                      # trace id -> spans started and not ended
-        self._held: dict[int, list[ReadableSpan]] = {}       # trace id -> ended spans waiting for a decision
-        self._held_count = 0
-        self._kept: OrderedDict[int, None] = OrderedDict()  # recently kept trace ids
-        self.dropped_buffer_full = 0   # routine spans dropped because the buffer was full
-        self.discarded = 0             # routine spans of traces neither chosen nor kept
-
-    def chosen(self, trace_id: int) -> bool:
-        """Whether ``sample_ratio`` picks this trace (deterministic in the trace id)."""
-        return trace_id & _RATIO_LIMIT < self._bound
-
-    def will_export(self, trace_id: int) -> bool:
-        """Whether the trace is exported, as far as is known now (chosen, or kept so far)."""
-        return self.chosen(trace_id) or trace_id in self._kept
-
-    def keep(self, trace_id: int) -> None:
-        """Export the whole trace: what is held now and every span of it that ends later."""
-        if self.chosen(trace_id):
-            return
-        with self._lock:
-            if trace_id in self._kept:
-                self._kept.move_to_end(trace_id)
-                return
-            self._kept[trace_id] = None
-            while len(self._kept) > self._max_kept:
-                self._kept.popitem(last=False)
-            held = self._held.pop(trace_id, [])
-            self._held_count -= len(held)
-        for span in held:
-            self._next.on_end(span)
-
-    # SpanProcessor interface -----------------------------------------------------------------
-
-    def on_start(self, span: Span, parent_context: Any = None) -> None:
-        trace_id = span.context.trace_id
-        if not self.chosen(trace_id):
-            with self._lock:
-                self._open[trace_id] = self._open.get(trace_id, 0) + 1
-        self._next.on_start(span, parent_context=parent_context)
-
-    def _on_ending(self, span: Span) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        trace_id = span.context.trace_id
-        if self.chosen(trace_id):
-            self._next.on_end(span)
-            return
-        if span.status.status_code is StatusCode.ERROR:  # set_error() told us already; a raw set_status did not
-            self.keep(trace_id)
-        export = False
-        with self._lock:
-            still_open = self._open.get(trace_id, 1) - 1
-            if still_open > 0:
-                self._open[trace_id] = still_open
-            else:
-                self._open.pop(trace_id, None)
-            if trace_id in self._kept:
-                export = True
-            elif still_open > 0:
-                if self._held_count >= self._max_held:
-                    self.dropped_buffer_full += 1
-                else:
-                    self._held.setdefault(trace_id, []).append(span)
-                    self._held_count += 1
-            else:  # the trace's last open span ended and nothing asked to keep it
-                held = self._held.pop(trace_id, [])
-                self._held_count -= len(held)
-                self.discarded += len(held) + 1
-        if export:
-            self._next.on_end(span)
-
-    def shutdown(self) -> None:
-        with self._lock:
-            self._held.clear()
-            self._held_count = 0
-        self._next.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return bool(self._next.force_flush(timeout_millis))
-
-    @property
-    def held_spans(self) -> int:
-        """Spans held now, waiting for their trace to be decided."""
-        return self._held_count
 
 
 # -- the active tracer (module state) ------------------------------------------------------------
@@ -430,7 +146,9 @@ def _setup_sdk(settings: TracingSettings, service_version: str, resource_attribu
     env_attributes["service.name"] = settings.service_name  # resolved above: OTEL_SERVICE_NAME wins
     resource = Resource.create(attributes).merge(Resource(env_attributes))
     if exporter is None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         exporter = OTLPSpanExporter(endpoint=settings.endpoint, timeout=settings.export_timeout_seconds,
                                     headers=dict(settings.headers) or None)
