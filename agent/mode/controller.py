@@ -90,6 +90,8 @@ class ExchangeController:
         self.breaker.note_mode(_now_ms(), mode)
         self._sync_shadow()
         self._publish_breaker()
+        for name in self.health.specs:
+            self._metrics.health_check_failing.labels(self.name, name).set(0)
         self._tasks.spawn("health", self._health_loop())
 
     async def stop(self) -> None:
