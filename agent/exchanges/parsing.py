@@ -80,3 +80,23 @@ def parse_rows(rows: Iterable[msgspec.Raw], decoder: msgspec.json.Decoder[R],
         if obs is not None:
             out.append(obs)
     return out, malformed
+
+
+# Recorded and replayed payloads carry timestamps years old, and a bad clock can produce ones far ahead:
+# a timestamp more than this beyond the (server-corrected) receive time is not trusted.
+DEFAULT_MAX_FUTURE_MS = 60_000
+
+
+class TimestampCheck:
+    """Is an exchange timestamp plausible: not beyond ``max_future_ms`` of the receive time (server-corrected)?"""
+
+    def __init__(self, max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+                 clock_offset_ms: Callable[[], float] | None = None) -> None:
+        self.max_future_ms = max_future_ms
+        self._offset = clock_offset_ms
+
+    def __call__(self, ts_ms: int | None, received_ms: int | None) -> bool:
+        if ts_ms is None or received_ms is None:
+            return True
+        offset = self._offset() if self._offset is not None else 0.0
+        return ts_ms <= received_ms + offset + self.max_future_ms

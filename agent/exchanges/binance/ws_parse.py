@@ -32,7 +32,7 @@ from agent.exchanges.binance.schemas import (
     BinanceAccountConfigUpdateMsg, BinanceAccountPositionData, BinanceAccountUpdateMsg, BinanceListenKeyExpiredMsg,
     BinanceMarkPriceMsg, BinanceWsEnvelope,
 )
-from agent.exchanges.parsing import MalformedRow, optional_decimal, optional_ms, required_decimal, to_decimal
+from agent.exchanges.parsing import DEFAULT_MAX_FUTURE_MS, TimestampCheck, MalformedRow, optional_decimal, optional_ms, required_decimal, to_decimal
 
 _ENVELOPE = msgspec.json.Decoder(BinanceWsEnvelope)
 _MARK_PRICE = msgspec.json.Decoder(BinanceMarkPriceMsg)
@@ -47,7 +47,6 @@ ACCOUNT_UPDATE = "ACCOUNT_UPDATE"
 ACCOUNT_CONFIG_UPDATE = "ACCOUNT_CONFIG_UPDATE"
 LISTEN_KEY_EXPIRED = "listenKeyExpired"
 ALL_MARK_PRICES_TOPICS = frozenset({"!markPrice@arr", "!markPrice@arr@1s"})
-DEFAULT_MAX_FUTURE_MS = 60_000
 # Reasons that move margin without a trade: the liquidation price moves with them.
 _MARGIN_REASONS = frozenset({"FUNDING_FEE", "MARGIN_TRANSFER", "MARGIN_TYPE_CHANGE", "ADJUSTMENT", "INSURANCE_CLEAR",
                              "ASSET_TRANSFER", "AUTO_EXCHANGE"})
@@ -163,21 +162,6 @@ def parse_mark_price(event: BinanceMarkPriceMsg) -> MarkPriceObs | None:
         funding_rate=None if delivery else optional_decimal(event.r, "r"),
         ts_exchange_ms=optional_ms(event.E),
     )
-
-
-class TimestampCheck:
-    """Is an exchange timestamp plausible: not beyond ``max_future_ms`` of the receive time (server-corrected)?"""
-
-    def __init__(self, max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
-                 clock_offset_ms: Callable[[], float] | None = None) -> None:
-        self.max_future_ms = max_future_ms
-        self._offset = clock_offset_ms
-
-    def __call__(self, ts_ms: int | None, received_ms: int | None) -> bool:
-        if ts_ms is None or received_ms is None:
-            return True
-        offset = self._offset() if self._offset is not None else 0.0
-        return ts_ms <= received_ms + offset + self.max_future_ms
 
 
 class MarkPriceCache:

@@ -29,7 +29,7 @@ from agent.exchanges.bybit.parse import parse_position
 from agent.exchanges.bybit.schemas import (
     BybitCommandRespData, BybitPositionData, BybitPositionMsg, BybitTickerMsg, BybitTickerWsData, BybitWsEnvelope,
 )
-from agent.exchanges.parsing import MalformedRow, optional_decimal, optional_ms, parse_rows
+from agent.exchanges.parsing import DEFAULT_MAX_FUTURE_MS, TimestampCheck, MalformedRow, optional_decimal, optional_ms, parse_rows
 
 _ENVELOPE = msgspec.json.Decoder(BybitWsEnvelope)
 _TICKER_DATA = msgspec.json.Decoder(BybitTickerWsData)
@@ -41,7 +41,6 @@ TICKER_TOPIC_PREFIX = "tickers."
 POSITION_TOPICS = frozenset({"position", "position.linear", "position.inverse", "position.option"})
 #: The private topic the agent subscribes: all categories in one (rows are filtered by ``category``).
 POSITION_TOPIC = "position"
-DEFAULT_MAX_FUTURE_MS = 60_000
 
 
 class MalformedFrame(ValueError):
@@ -120,21 +119,6 @@ def fail_topics(env: BybitWsEnvelope) -> tuple[str, ...]:
         return tuple(_COMMAND_RESP.decode(env.data).fail_topics)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return ()
-
-
-class TimestampCheck:
-    """Is an exchange timestamp plausible: not beyond ``max_future_ms`` of the receive time (server-corrected)?"""
-
-    def __init__(self, max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
-                 clock_offset_ms: Callable[[], float] | None = None) -> None:
-        self.max_future_ms = max_future_ms
-        self._offset = clock_offset_ms
-
-    def __call__(self, ts_ms: int | None, received_ms: int | None) -> bool:
-        if ts_ms is None or received_ms is None:
-            return True
-        offset = self._offset() if self._offset is not None else 0.0
-        return ts_ms <= received_ms + offset + self.max_future_ms
 
 
 # -- positions -------------------------------------------------------------------------------------
