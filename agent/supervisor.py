@@ -264,6 +264,10 @@ class Supervisor:
 
     # -- admin backend -------------------------------------------------------------------------
 
+    def has_exchange(self, name: str) -> bool:
+        """Whether an exchange of that name is configured."""
+        return name in self.controllers
+
     async def set_mode(self, exchange: str, mode: str, *, pin: bool | None, reason: str) -> dict[str, Any]:
         """An operator's mode command for one exchange (admin API)."""
         return await self.controllers[exchange].operator_set_mode(mode, pin=pin, reason=reason)

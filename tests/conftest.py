@@ -8,6 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from agent.telemetry.metrics import Metrics
+from agent.transport.clock import ManualClock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_PAYLOADS = REPO_ROOT.parent / "shared" / "reference" / "payloads"
@@ -35,3 +41,31 @@ def reference_payload(name: str):
 def fixture_payload(name: str):
     """Load one of the project's own fixtures from tests/fixtures/."""
     return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    """A Metrics instance on its own registry (one registry per test)."""
+    return Metrics(CollectorRegistry())
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock moved by hand: bans, resets and offsets without sleeping."""
+    return ManualClock(wall_s=1_732_100_000.0)
+
+
+@pytest.fixture
+async def serve():
+    """Start an aiohttp app on 127.0.0.1 with an ephemeral port; returns its base URL."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()

@@ -38,6 +38,8 @@ class AdminBackend(Protocol):
 
     def prices(self) -> dict[str, Any]: ...
 
+    def has_exchange(self, name: str) -> bool: ...
+
     async def set_mode(self, exchange: str, mode: str, *, pin: bool | None, reason: str) -> dict[str, Any]: ...
 
     async def reload(self, trigger: str = "api") -> dict[str, Any]: ...
@@ -176,7 +178,7 @@ class AdminServer:
         if pin is not None and not isinstance(pin, bool):
             return _problem(400, "pin must be true (pin), false (unpin) or absent")
         reason = str(body.get("reason") or "operator")[:200]
-        if name not in self._backend.status()["exchanges"]:
+        if not self._backend.has_exchange(name):
             return _problem(404, f"no exchange named {name!r}")
         try:
             result = await self._backend.set_mode(name, mode, pin=pin, reason=reason)

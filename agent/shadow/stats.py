@@ -6,7 +6,6 @@ No numpy or scipy: the inverse normal CDF comes from ``statistics.NormalDist``.
 from __future__ import annotations
 
 import math
-import random
 from collections import deque
 from collections.abc import Iterable, Sequence
 from statistics import NormalDist
@@ -83,50 +82,6 @@ class RecentValues:
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile of the values held, ``None`` when empty."""
-        return quantile(self._values, q)
-
-    @property
-    def p50(self) -> float | None:
-        return self.quantile(0.5)
-
-    @property
-    def p99(self) -> float | None:
-        return self.quantile(0.99)
-
-
-class Reservoir:
-    """A uniform sample of at most ``capacity`` of all values added (Vitter's algorithm R).
-
-    Seeded, so the same input gives the same sample (tests, reports).
-    """
-
-    def __init__(self, capacity: int = 1024, *, seed: int = 0) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity!r}")
-        self.capacity = capacity
-        self.seen = 0
-        self._values: list[float] = []
-        self._random = random.Random(seed)
-
-    def add(self, value: float) -> None:
-        """Offer ``value``; each of the ``seen`` values stays with probability capacity/seen."""
-        self.seen += 1
-        if len(self._values) < self.capacity:
-            self._values.append(value)
-            return
-        slot = self._random.randrange(self.seen)
-        if slot < self.capacity:
-            self._values[slot] = value
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def values(self) -> list[float]:
-        """A copy of the values held."""
-        return list(self._values)
-
-    def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile estimated from the sample, ``None`` when empty."""
         return quantile(self._values, q)
 
     @property

@@ -298,8 +298,9 @@ class HybridSource:
         """Cumulative counts the health checks turn into rates."""
         pub = self.public.snapshot() if self.public else None
         prv = self.private.snapshot() if self.private else None
-        auth = self._metrics.registry.get_sample_value(
-            "feedagent_ws_connects_total", {"exchange": self.exchange, "stream": "private", "outcome": "auth_rejected"})
+        # read this one child, not the registry: a registry lookup collects every metric, every second
+        auth_child = self._metrics.ws_connects.labels(self.exchange, "private", "auth_rejected")
+        auth = next(s.value for f in auth_child.collect() for s in f.samples if s.name.endswith("_total"))
         return {
             "reconnects": (pub.reconnects if pub else 0) + (prv.reconnects if prv else 0)
             + (pub.connect_failures if pub else 0) + (prv.connect_failures if prv else 0),

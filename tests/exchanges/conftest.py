@@ -6,12 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from prometheus_client import CollectorRegistry
 
-from agent.telemetry.metrics import Metrics
-from agent.transport.clock import ManualClock
 
 
 def _load_root_conftest():
@@ -43,29 +38,3 @@ def fixture_payload():
 def fixture_bytes():
     """Raw bytes of one of the project's own fixtures under tests/fixtures/exchanges/."""
     return lambda name: (_ROOT.FIXTURES / "exchanges" / name).read_bytes()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(wall_s=1_732_100_000.0)
-
-
-@pytest.fixture
-async def serve():
-    """Start an aiohttp app on 127.0.0.1 with an ephemeral port; returns its base URL."""
-    servers: list[TestServer] = []
-
-    async def start(app: web.Application) -> str:
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
-
-    yield start
-    for server in servers:
-        await server.close()
