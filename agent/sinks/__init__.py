@@ -1,6 +1,8 @@
-"""Sinks: where events go. One runner (queue + writer task) per configured sink."""
+"""Sinks: where events go. One runner (queue + spool + writer task) per configured sink."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from agent.config.models import JsonlSinkConfig, SinkConfig, StdoutSinkConfig
 from agent.sinks.base import Sink, SinkRunner
@@ -22,7 +24,8 @@ def create_sink(config: SinkConfig, index: int) -> Sink:
     raise TypeError(f"no sink for {type(config).__name__}")
 
 
-def create_bus(configs: list[SinkConfig], metrics: Metrics) -> EventBus:
-    """The event bus with one runner per configured sink."""
-    runners = [SinkRunner(create_sink(c, i), c.queue_size, metrics) for i, c in enumerate(configs)]
+def create_bus(configs: list[SinkConfig], metrics: Metrics, state_dir: Path) -> EventBus:
+    """The event bus with one runner per configured sink; their spools live in ``state_dir/spool``."""
+    runners = [SinkRunner(create_sink(c, i), c.queue_size, metrics, spool_dir=state_dir / "spool")
+               for i, c in enumerate(configs)]
     return EventBus(runners, metrics)

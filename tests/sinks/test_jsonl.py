@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from agent.core.events import decode_event
+from agent.core.events import PositionEvent, decode_event
 from agent.sinks.base import SinkRunner
 from agent.sinks.jsonl import JsonlSink
 from agent.telemetry.metrics import Metrics
@@ -35,7 +35,7 @@ async def test_appends_across_restarts_and_heals_a_torn_line(tmp_path):
 async def test_runner_drains_everything_accepted_on_stop(tmp_path):
     metrics = Metrics(CollectorRegistry())
     path = tmp_path / "e.jsonl"
-    runner = SinkRunner(JsonlSink(path, name="j"), capacity=10_000, metrics=metrics)
+    runner = SinkRunner(JsonlSink(path, name="j"), capacity=10_000, metrics=metrics, spool_dir=tmp_path / "spool")
     await runner.start()
     for i in range(1, 2001):
         runner.offer(position(i))
@@ -63,16 +63,20 @@ class _SlowSink:
     async def close(self) -> None: ...
 
 
-async def test_slow_sink_never_blocks_and_drops_are_counted():
+async def test_slow_sink_never_blocks_and_only_latest_wins_drops_are_counted(tmp_path):
     metrics = Metrics(CollectorRegistry())
     sink = _SlowSink()
-    runner = SinkRunner(sink, capacity=5, metrics=metrics)
+    runner = SinkRunner(sink, capacity=5, metrics=metrics, spool_dir=tmp_path / "spool")
     await runner.start()
     for i in range(100):  # returns at once although the sink is stuck
         runner.offer(mark("BTCUSDT" if i % 2 else "ETHUSDT", str(i)))
         runner.offer(position(i))
-    dropped = metrics.registry.get_sample_value("feedagent_sink_events_dropped_total", {"sink": "slow", "kind": "position"})
-    assert dropped and dropped > 0
+    dropped = {reason: metrics.registry.get_sample_value(
+        "feedagent_sink_events_dropped_total", {"sink": "slow", "kind": "mark_price", "reason": reason})
+        for reason in ("coalesced", "queue_full", "backlogged")}
+    assert dropped["backlogged"] and dropped["backlogged"] > 0
+    assert runner.backlogged
     sink.gate.set()
     await runner.stop(timeout_seconds=5)
     assert len(runner.queue) == 0
+    assert [e.seq for e in sink.written if isinstance(e, PositionEvent)] == list(range(100))

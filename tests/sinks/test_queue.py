@@ -1,32 +1,39 @@
-"""SinkQueue: bounded, never blocking, mark prices coalesced, lifecycle drops counted."""
+"""SinkQueue: bounded, never blocking, latest-wins events coalesced, lifecycle events never dropped."""
 
 from __future__ import annotations
+
+import itertools
 
 from agent.core.events import MarkPriceEvent, PositionEvent
 from agent.sinks.queue import SinkQueue
 
+_mark_seq = itertools.count(1_000_000)  # mark prices share the owner's numbering; keep them clear of positions
+
 
 def mark(symbol: str, price: str) -> MarkPriceEvent:
-    return MarkPriceEvent(exchange="x", venue="bybit", symbol=symbol, mark_price=price, index_price=None,
-                          funding_rate=None, source="rest", ts_exchange_ms=None, ts_received_ms=0)
+    seq = next(_mark_seq)
+    return MarkPriceEvent(id=f"x:{seq}", seq=seq, exchange="x", venue="bybit", symbol=symbol, mark_price=price,
+                          index_price=None, funding_rate=None, source="rest", ts_exchange_ms=None, ts_received_ms=0)
 
 
 def position(seq: int) -> PositionEvent:
-    return PositionEvent(change="opened", exchange="x", venue="bybit", symbol="BTCUSDT", position_idx=0,
-                         side="long", size="1", entry_price=None, mark_price=None, unrealized_pnl=None,
-                         leverage=None, liquidation_price=None, source="rest", ts_exchange_ms=None,
-                         ts_received_ms=0, seq=seq)
+    return PositionEvent(id=f"x:{seq}", seq=seq, change="opened", exchange="x", venue="bybit", symbol="BTCUSDT",
+                         position_idx=0, side="long", size="1", entry_price=None, mark_price=None,
+                         unrealized_pnl=None, leverage=None, liquidation_price=None, source="rest",
+                         ts_exchange_ms=None, ts_received_ms=0)
 
 
 def test_mark_prices_coalesce_latest_wins():
     q = SinkQueue(10)
-    q.put(mark("BTCUSDT", "1"))
+    first = mark("BTCUSDT", "1")
+    q.put(first)
     q.put(position(1))
-    q.put(mark("BTCUSDT", "2"))
+    put = q.put(mark("BTCUSDT", "2"))
     q.put(mark("ETHUSDT", "3"))
     batch = q.take(10)
     assert [getattr(e, "mark_price", None) or e.seq for e in batch] == ["2", 1, "3"]
-    assert q.coalesced == 1 and len(q) == 0
+    assert (put.accepted, put.dropped, put.reason) == (True, first, "coalesced")
+    assert len(q) == 0
 
 
 def test_full_queue_drops_mark_prices_before_lifecycle_events():
@@ -34,20 +41,21 @@ def test_full_queue_drops_mark_prices_before_lifecycle_events():
     q.put(position(1))
     q.put(mark("BTCUSDT", "1"))
     q.put(position(2))
-    dropped = q.put(position(3))
-    assert isinstance(dropped, MarkPriceEvent)
+    put = q.put(position(3))
+    assert put.accepted and isinstance(put.dropped, MarkPriceEvent) and put.reason == "queue_full"
     assert [e.seq for e in q.take(10)] == [1, 2, 3]
-    assert q.dropped == {"mark_price": 1}
 
 
-def test_lifecycle_dropped_only_when_nothing_else_and_counted():
+def test_a_queue_full_of_lifecycle_events_refuses_rather_than_drops():
     q = SinkQueue(2)
     q.put(position(1))
     q.put(position(2))
-    dropped = q.put(position(3))
-    assert dropped.seq == 1
-    assert q.dropped == {"position": 1}
-    assert [e.seq for e in q.take(10)] == [2, 3]
+    refused = q.put(position(3))
+    newest_price = mark("BTCUSDT", "1")
+    price = q.put(newest_price)
+    assert (refused.accepted, refused.dropped) == (False, None)
+    assert (price.accepted, price.dropped, price.reason) == (False, newest_price, "queue_full")
+    assert [e.seq for e in q.take(10)] == [1, 2]
 
 
 def test_after_take_a_new_price_is_queued_again():
