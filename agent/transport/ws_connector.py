@@ -19,6 +19,7 @@ from yarl import URL
 
 from agent.core.tasks import TaskOwner
 from agent.telemetry import tracing
+from agent.transport.errors import AuthError
 from agent.transport.ws_backoff import ConnectionBudget, JitterBackoff
 from agent.transport.ws_config import WsConfig
 from agent.transport.ws_link import ConnectFailed, LinkEnded, LinkHooks, WsLink
@@ -69,6 +70,8 @@ class WsConnector:
         try:
             async with asyncio.timeout(self.config.connect_timeout_seconds):
                 url = await self.protocol.url()
+        except AuthError as e:  # the credential behind the URL (a Binance listenKey) was refused
+            raise ConnectFailed("auth_rejected", type(e).__name__) from e
         except Exception as e:  # a listenKey request can fail in many ways; all mean "try again later"
             raise ConnectFailed("url_error", type(e).__name__) from e
         host = URL(url).host  # only the host: a Binance private URL carries the listenKey in its path

@@ -121,7 +121,8 @@ class WsLink:
         except TimeoutError as e:
             raise ConnectFailed("timeout", "connect timed out") from e
         except aiohttp.WSServerHandshakeError as e:
-            raise ConnectFailed("rejected", f"handshake refused with HTTP {e.status}") from e
+            raise ConnectFailed(handshake_refused_outcome(self.protocol, e.status),
+                                f"handshake refused with HTTP {e.status}") from e
         except (aiohttp.ClientError, OSError) as e:
             raise ConnectFailed("error", type(e).__name__) from e
         self.opened_mono = self._clock()
@@ -336,6 +337,20 @@ class WsLink:
                 self._pong_waiter = None
             self.last_rtt_seconds = self._clock() - sent
             self._hooks.rtt(self.last_rtt_seconds)
+
+
+def handshake_refused_outcome(protocol: WsProtocol, status: int) -> str:
+    """``auth_rejected`` when a stream whose URL carries its credential is refused with a client error, else ``rejected``.
+
+    Such a stream (Binance's user data stream: the listenKey is in the path)
+    has no auth frame to refuse; a dead or foreign key is refused at the
+    handshake, and the auth-failure health check must see that. 408 and 429
+    say "not now", not "not you".
+    """
+    credential_in_url = getattr(protocol, "credential_in_url", False)
+    if credential_in_url and 400 <= status < 500 and status not in (408, 429):
+        return "auth_rejected"
+    return "rejected"
 
 
 def wall_ms() -> int:

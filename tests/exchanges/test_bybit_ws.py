@@ -45,6 +45,9 @@ def ticker(frame_text: str) -> BybitTickerMsg:
     return result.payload
 
 
+T0 = 1_732_100_000_000  # a plausible exchange time (times before 2015 make a frame malformed)
+
+
 def tick(symbol: str, kind: str, ts: int, cs: int = 1, **fields: str) -> BybitTickerMsg:
     data = {"symbol": symbol, **fields}
     return ticker(json.dumps({"topic": f"tickers.{symbol}", "type": kind, "data": data, "cs": cs, "ts": ts}))
@@ -257,25 +260,25 @@ def test_duplicate_and_out_of_order_frames_are_ignored(frame):
 
 def test_new_snapshot_replaces_and_absent_fields_become_unknown():
     cache = TickerCache()
-    cache.apply(tick("ETHUSDT", "snapshot", 10, markPrice="1", indexPrice="2", fundingRate="0.1"))
-    obs = cache.apply(tick("ETHUSDT", "snapshot", 20, markPrice="3"))
+    cache.apply(tick("ETHUSDT", "snapshot", T0 + 10, markPrice="1", indexPrice="2", fundingRate="0.1"))
+    obs = cache.apply(tick("ETHUSDT", "snapshot", T0 + 20, markPrice="3"))
     assert (obs.mark_price, obs.index_price, obs.funding_rate) == ("3", None, None)
 
 
 def test_delta_before_any_snapshot_gives_only_what_it_carries():
     cache = TickerCache()
-    obs = cache.apply(tick("ETHUSDT", "delta", 10, markPrice="5"))
+    obs = cache.apply(tick("ETHUSDT", "delta", T0 + 10, markPrice="5"))
     assert (obs.mark_price, obs.index_price, obs.funding_rate) == ("5", None, None)  # never invented
 
 
 def test_reset_drops_symbols_and_their_guards():
     cache = TickerCache()
-    cache.apply(tick("ETHUSDT", "snapshot", 100, markPrice="1", indexPrice="2"))
-    cache.apply(tick("SOLUSDT", "snapshot", 100, markPrice="7"))
+    cache.apply(tick("ETHUSDT", "snapshot", T0 + 100, markPrice="1", indexPrice="2"))
+    cache.apply(tick("SOLUSDT", "snapshot", T0 + 100, markPrice="7"))
     cache.reset(["tickers.ETHUSDT"])
     assert "ETHUSDT" not in cache and "SOLUSDT" in cache
     # after a reconnect a fresh snapshot is applied even if its ts is not newer
-    assert cache.apply(tick("ETHUSDT", "snapshot", 90, markPrice="1.5")).mark_price == "1.5"
+    assert cache.apply(tick("ETHUSDT", "snapshot", T0 + 90, markPrice="1.5")).mark_price == "1.5"
     cache.reset()
     assert len(cache) == 0
 
@@ -287,22 +290,22 @@ def test_dated_futures_blank_funding_is_none(frame):
 
 def test_blank_mark_price_in_a_delta_keeps_the_last_one():
     cache = TickerCache()
-    cache.apply(tick("ETHUSDT", "snapshot", 1, markPrice="10"))
-    assert cache.apply(tick("ETHUSDT", "delta", 2, markPrice="")) is None
+    cache.apply(tick("ETHUSDT", "snapshot", T0 + 1, markPrice="10"))
+    assert cache.apply(tick("ETHUSDT", "delta", T0 + 2, markPrice="")) is None
     assert cache.mark_price("ETHUSDT") == "10"
 
 
 def test_malformed_ticker_is_counted_and_changes_nothing():
     cache = TickerCache()
-    cache.apply(tick("ETHUSDT", "snapshot", 1, markPrice="10", indexPrice="11"))
-    bad = tick("ETHUSDT", "delta", 2, markPrice="abc", indexPrice="12")
+    cache.apply(tick("ETHUSDT", "snapshot", T0 + 1, markPrice="10", indexPrice="11"))
+    bad = tick("ETHUSDT", "delta", T0 + 2, markPrice="abc", indexPrice="12")
     assert cache.read(bad.topic, bad) == ([], 1)
     assert cache.mark_price("ETHUSDT") == "10"
-    assert cache.apply(tick("ETHUSDT", "delta", 3, markPrice="10.5")).index_price == "11"
+    assert cache.apply(tick("ETHUSDT", "delta", T0 + 3, markPrice="10.5")).index_price == "11"
 
 
 def test_symbol_comes_from_the_topic_when_data_lacks_it():
-    msg = ticker('{"topic":"tickers.ETHUSDT","type":"delta","data":{"markPrice":"9"},"cs":1,"ts":5}')
+    msg = ticker('{"topic":"tickers.ETHUSDT","type":"delta","data":{"markPrice":"9"},"cs":1,"ts":%d}' % T0)
     assert TickerCache().apply(msg).symbol == "ETHUSDT"
 
 
@@ -356,14 +359,14 @@ def test_closed_position(frame):
 
 
 def test_malformed_rows_are_counted_and_skipped():
-    text = json.dumps({"topic": "position", "creationTime": 7, "data": [
+    text = json.dumps({"topic": "position", "creationTime": T0 + 7, "data": [
         {"symbol": "ETHUSDT", "size": "1", "side": "Buy", "positionIdx": 0, "entryPrice": "3000"},
         {"symbol": "ETHUSDT", "size": "x", "side": "Buy", "positionIdx": 1},
         {"symbol": "ETHUSDT", "size": "1", "side": "", "positionIdx": 2},
         {"size": "1"}]})
     rows, malformed = parse_position_frame(position_frame(text))
     assert malformed == 3 and [r.position_idx for r in rows] == [0]
-    assert rows[0].ts_exchange_ms == 7  # no updatedTime: the frame's creationTime
+    assert rows[0].ts_exchange_ms == T0 + 7  # no updatedTime: the frame's creationTime
 
 
 def test_position_reader_distrusts_future_times(frame):

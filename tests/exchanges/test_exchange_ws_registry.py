@@ -118,7 +118,7 @@ def test_bybit_facade_parses_counts_and_keeps_deltas_uncoalesced(fixture_bytes):
     assert ws.parse_public(no_mark.topic, no_mark.payload) == []
     ws.forget_public_topic("tickers.ETHUSDT")
     assert "ETHUSDT" not in ws.mark_prices
-    bad = ws.public.classify('{"topic":"tickers.ETHUSDT","type":"delta","data":{"markPrice":"x"},"ts":1}')
+    bad = ws.public.classify('{"topic":"tickers.ETHUSDT","type":"delta","data":{"markPrice":"x"},"ts":1732100000000}')
     assert ws.parse_public(bad.topic, bad.payload) == []
     assert ws.metrics.registry.get_sample_value("feedagent_messages_malformed_total",
                                                 {"exchange": "bybit-main", "source": "ws"}) == 1

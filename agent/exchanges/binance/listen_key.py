@@ -36,7 +36,7 @@ from typing import Protocol
 
 from agent.core.tasks import TaskOwner
 from agent.telemetry.metrics import Metrics
-from agent.transport.errors import ListenKeyNotFound
+from agent.transport.errors import AuthError, ListenKeyNotFound
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class ListenKeyManager:
         self._timeout = request_timeout_seconds
         self._clock = clock
         self._on_rotate = on_rotate
+        self._metrics = metrics
         self._tasks = TaskOwner(f"{exchange}/listen-key")
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -221,7 +222,8 @@ class ListenKeyManager:
         except Exception as e:  # not known to be bad: connect with it while it is inside its validity
             self.last_error = f"keepalive: {type(e).__name__}"
             if self._age() >= self.validity_seconds * 0.9:
-                raise
+                raise  # the connect fails, and counts itself
+            self._note_auth_refusal(e)
             return
         self.keepalives += 1
         self._set_key(reported or self._key, "keepalive")
@@ -289,6 +291,7 @@ class ListenKeyManager:
             return
         except Exception as e:
             self.last_error = f"keepalive: {type(e).__name__}"
+            self._note_auth_refusal(e)
             log.warning("listenKey keepalive failed; asking for the active key",
                         extra={"event": "listen_key_keepalive_failed", "exchange": self.exchange,
                                "error": type(e).__name__})
@@ -299,7 +302,16 @@ class ListenKeyManager:
         if self._set_key(reported or key, "keepalive"):
             self._rotate("key_changed")
 
+    def _note_auth_refusal(self, error: Exception) -> None:
+        """A listenKey call refused for the API key (-2015, HTTP 401) is an auth failure of the private
+        stream even when no connect fails with it (keepalive loop, the PUT before a connect that goes on
+        with the still valid key): count it where the auth-failure health check reads. A refusal that
+        fails a connect is counted by that connect, as ``auth_rejected``."""
+        if isinstance(error, AuthError) and self._metrics is not None:
+            self._metrics.ws_connects.labels(self.exchange, "private", "auth_rejected").inc()
+
     def _failed(self, error: Exception) -> None:
+        self._note_auth_refusal(error)
         self._failures += 1
         delay = min(self._retry_max, self._retry_initial * 2 ** (self._failures - 1))
         self._retry_at = self._clock() + delay

@@ -7,26 +7,30 @@ malformed row is counted and skipped, never fails the batch.
 from __future__ import annotations
 
 from collections.abc import Collection
+from decimal import Decimal
 from typing import NamedTuple
 
 import msgspec
 
 from agent.core.observations import MarkPriceObs, PositionObs, Side
 from agent.exchanges.binance.schemas import (
-    BinanceErrorMsg, BinanceListenKeyMsg, BinancePositionRiskData, BinancePremiumIndexData,
-    BinanceServerTimeMsg,
+    BinanceErrorMsg, BinanceExchangeInfoMsg, BinanceListenKeyMsg, BinancePositionRiskData, BinancePremiumIndexData,
+    BinanceServerTimeMsg, BinanceSymbolInfo,
 )
 from agent.exchanges.parsing import (
-    MalformedRow, optional_decimal, optional_ms, parse_rows, required_decimal, to_decimal,
+    BoundedDecoder, MalformedRow, optional_decimal, optional_epoch_ms, parse_rows, positive_decimal,
+    required_decimal, to_decimal,
 )
 
-_ROWS = msgspec.json.Decoder(list[msgspec.Raw])
-_ONE = msgspec.json.Decoder(msgspec.Raw)
-_ERROR = msgspec.json.Decoder(BinanceErrorMsg)
-_SERVER_TIME = msgspec.json.Decoder(BinanceServerTimeMsg)
-_POSITION_ROW = msgspec.json.Decoder(BinancePositionRiskData)
-_PREMIUM_ROW = msgspec.json.Decoder(BinancePremiumIndexData)
-_LISTEN_KEY = msgspec.json.Decoder(BinanceListenKeyMsg)
+_ROWS = BoundedDecoder(list[msgspec.Raw])
+_ONE = BoundedDecoder(msgspec.Raw)
+_ERROR = BoundedDecoder(BinanceErrorMsg)
+_SERVER_TIME = BoundedDecoder(BinanceServerTimeMsg)
+_POSITION_ROW = BoundedDecoder(BinancePositionRiskData)
+_PREMIUM_ROW = BoundedDecoder(BinancePremiumIndexData)
+_LISTEN_KEY = BoundedDecoder(BinanceListenKeyMsg)
+_EXCHANGE_INFO = BoundedDecoder(BinanceExchangeInfoMsg)
+_SYMBOL_INFO = BoundedDecoder(BinanceSymbolInfo)
 
 POSITION_IDX: dict[str, int] = {"BOTH": 0, "LONG": 1, "SHORT": 2}
 """Binance ``positionSide``/``ps`` → the event contract's ``position_idx``."""
@@ -43,6 +47,13 @@ class MarkPrices(NamedTuple):
     """Mark prices parsed from one response, and how many rows were skipped as malformed."""
 
     prices: list[MarkPriceObs]
+    malformed: int
+
+
+class TickSizes(NamedTuple):
+    """Tick size per symbol, and how many symbol entries were skipped as malformed."""
+
+    tick_sizes: dict[str, Decimal]
     malformed: int
 
 
@@ -75,27 +86,40 @@ def position_side(amount_sign: int, position_side_text: str) -> Side | None:
     return "long" if amount_sign > 0 else "short"
 
 
+def size_and_side(amount_text: str, position_side_text: str, field: str) -> tuple[str, Side | None]:
+    """A signed amount (``positionAmt``, ``pa``) → the size as sent without its sign, and the side.
+
+    Binance signs hedge-mode amounts too: ``LONG`` is never negative and
+    ``SHORT`` never positive, so an amount against its side is malformed,
+    not a size to take the magnitude of. Raises ``MalformedRow``.
+    """
+    amount = to_decimal(amount_text, field)
+    sign = (amount > 0) - (amount < 0)
+    if (position_side_text == "LONG" and sign < 0) or (position_side_text == "SHORT" and sign > 0):
+        raise MalformedRow(f"{field} {amount_text[:40]!r} has the wrong sign for positionSide {position_side_text}")
+    return amount_text.lstrip("+-"), position_side(sign, position_side_text)
+
+
 def parse_position(row: BinancePositionRiskData) -> PositionObs:
     """One positionRisk row: signed ``positionAmt`` → size and side. Raises ``MalformedRow``."""
     amount_text = required_decimal(row.positionAmt, "positionAmt")
-    amount = to_decimal(amount_text, "positionAmt")
     if row.positionSide not in POSITION_IDX:
         raise MalformedRow(f"positionSide {row.positionSide[:20]!r} is not BOTH, LONG or SHORT")
     symbol = row.symbol.strip()
     if not symbol:
         raise MalformedRow("symbol is empty")
-    sign = (amount > 0) - (amount < 0)
+    size, side = size_and_side(amount_text, row.positionSide, "positionAmt")
     return PositionObs(
         symbol=symbol,
         position_idx=POSITION_IDX[row.positionSide],
-        side=position_side(sign, row.positionSide),
-        size=amount_text.lstrip("+-"),  # the magnitude exactly as sent
+        side=side,
+        size=size,  # the magnitude exactly as sent
         entry_price=optional_decimal(row.entryPrice, "entryPrice"),
         mark_price=optional_decimal(row.markPrice, "markPrice"),
         unrealized_pnl=optional_decimal(row.unRealizedProfit, "unRealizedProfit"),
         leverage=optional_decimal(row.leverage, "leverage"),
         liquidation_price=optional_decimal(row.liquidationPrice, "liquidationPrice"),
-        ts_exchange_ms=optional_ms(row.updateTime),
+        ts_exchange_ms=optional_epoch_ms(row.updateTime, "updateTime"),
     )
 
 
@@ -115,7 +139,7 @@ def parse_premium_index_row(row: BinancePremiumIndexData) -> MarkPriceObs:
         mark_price=required_decimal(row.markPrice, "markPrice"),
         index_price=optional_decimal(row.indexPrice, "indexPrice"),
         funding_rate=optional_decimal(row.lastFundingRate, "lastFundingRate"),
-        ts_exchange_ms=optional_ms(row.time),
+        ts_exchange_ms=optional_epoch_ms(row.time, "time"),
     )
 
 
@@ -132,3 +156,19 @@ def parse_premium_index(body: bytes, symbols: Collection[str] = ()) -> MarkPrice
 
     prices, malformed = parse_rows(rows, _PREMIUM_ROW, parse)
     return MarkPrices(prices, malformed)
+
+
+def parse_exchange_info(body: bytes) -> TickSizes:
+    """``PRICE_FILTER.tickSize`` per symbol from GET /fapi/v1/exchangeInfo; an entry without one is malformed."""
+    info = _EXCHANGE_INFO.decode(body)
+
+    def parse(entry: BinanceSymbolInfo) -> tuple[str, Decimal]:
+        price = next((f for f in entry.filters if f.filterType == "PRICE_FILTER"), None)
+        if price is None:
+            raise MalformedRow("no PRICE_FILTER")
+        if not entry.symbol:
+            raise MalformedRow("symbol is empty")
+        return entry.symbol, positive_decimal(price.tickSize, "PRICE_FILTER.tickSize")
+
+    rows, malformed = parse_rows(info.symbols, _SYMBOL_INFO, parse)
+    return TickSizes(dict(rows), malformed)

@@ -7,25 +7,29 @@ on its own: a malformed row is counted and skipped, never fails the batch.
 from __future__ import annotations
 
 from collections.abc import Collection
+from decimal import Decimal
 from typing import NamedTuple
 
 import msgspec
 
 from agent.core.observations import MarkPriceObs, PositionObs, Side
 from agent.exchanges.bybit.schemas import (
-    BybitEnvelope, BybitPositionData, BybitPositionListResult, BybitServerTimeResult,
-    BybitTickerData, BybitTickersResult,
+    BybitEnvelope, BybitInstrumentData, BybitInstrumentsResult, BybitPositionData, BybitPositionListResult,
+    BybitServerTimeResult, BybitTickerData, BybitTickersResult,
 )
 from agent.exchanges.parsing import (
-    MalformedRow, optional_decimal, optional_ms, parse_rows, required_decimal, to_decimal,
+    BoundedDecoder, MalformedRow, optional_decimal, optional_epoch_ms, parse_rows, positive_decimal,
+    required_decimal, to_decimal,
 )
 
-_ENVELOPE = msgspec.json.Decoder(BybitEnvelope)
-_SERVER_TIME = msgspec.json.Decoder(BybitServerTimeResult)
-_POSITION_PAGE = msgspec.json.Decoder(BybitPositionListResult)
-_POSITION_ROW = msgspec.json.Decoder(BybitPositionData)
-_TICKERS = msgspec.json.Decoder(BybitTickersResult)
-_TICKER_ROW = msgspec.json.Decoder(BybitTickerData)
+_ENVELOPE = BoundedDecoder(BybitEnvelope)
+_SERVER_TIME = BoundedDecoder(BybitServerTimeResult)
+_POSITION_PAGE = BoundedDecoder(BybitPositionListResult)
+_POSITION_ROW = BoundedDecoder(BybitPositionData)
+_TICKERS = BoundedDecoder(BybitTickersResult)
+_TICKER_ROW = BoundedDecoder(BybitTickerData)
+_INSTRUMENTS = BoundedDecoder(BybitInstrumentsResult)
+_INSTRUMENT_ROW = BoundedDecoder(BybitInstrumentData)
 
 _SIDES: dict[str, Side] = {"Buy": "long", "Sell": "short"}
 
@@ -43,6 +47,14 @@ class MarkPrices(NamedTuple):
 
     prices: list[MarkPriceObs]
     malformed: int
+
+
+class TickSizePage(NamedTuple):
+    """One page of GET /v5/market/instruments-info: tick size per symbol."""
+
+    tick_sizes: dict[str, Decimal]
+    malformed: int
+    next_cursor: str
 
 
 def decode_envelope(body: bytes) -> BybitEnvelope:
@@ -63,7 +75,10 @@ def parse_server_time_ms(envelope: BybitEnvelope) -> int:
 
 
 def parse_position(row: BybitPositionData, *, ts_fallback_ms: int | None = None) -> PositionObs:
-    """One position row; ``side`` ``""`` with size 0 is flat. Raises ``MalformedRow``."""
+    """One position row; ``side`` ``""`` with size 0 is flat. Raises ``MalformedRow``.
+
+    The time is ``updatedTime``, else ``ts_fallback_ms`` (the response's or frame's time); either must be plausible.
+    """
     size = required_decimal(row.size, "size")
     amount = to_decimal(size, "size")
     if amount < 0:
@@ -85,7 +100,8 @@ def parse_position(row: BybitPositionData, *, ts_fallback_ms: int | None = None)
         unrealized_pnl=optional_decimal(row.unrealised_pnl, "unrealisedPnl"),
         leverage=optional_decimal(row.leverage, "leverage"),
         liquidation_price=optional_decimal(row.liq_price, "liqPrice"),
-        ts_exchange_ms=optional_ms(row.updated_time) or ts_fallback_ms,
+        ts_exchange_ms=(optional_epoch_ms(row.updated_time, "updatedTime")
+                        or optional_epoch_ms(ts_fallback_ms, "time")),
     )
 
 
@@ -104,7 +120,7 @@ def parse_ticker(row: BybitTickerData, *, ts_ms: int | None = None) -> MarkPrice
         mark_price=required_decimal(row.mark_price, "markPrice"),
         index_price=optional_decimal(row.index_price, "indexPrice"),
         funding_rate=optional_decimal(row.funding_rate, "fundingRate"),
-        ts_exchange_ms=ts_ms,
+        ts_exchange_ms=optional_epoch_ms(ts_ms, "time"),
     )
 
 
@@ -123,6 +139,18 @@ def parse_tickers(envelope: BybitEnvelope, symbols: Collection[str] = ()) -> Mar
 
     prices, malformed = parse_rows(result.rows, _TICKER_ROW, parse)
     return MarkPrices(prices, malformed)
+
+
+def parse_instruments(envelope: BybitEnvelope) -> TickSizePage:
+    """``priceFilter.tickSize`` per symbol from one instruments-info page; a row without a positive
+    tick size is malformed."""
+    page = _INSTRUMENTS.decode(envelope.result)
+
+    def parse(row: BybitInstrumentData) -> tuple[str, Decimal]:
+        return _symbol(row.symbol), positive_decimal(row.price_filter.tick_size, "priceFilter.tickSize")
+
+    rows, malformed = parse_rows(page.rows, _INSTRUMENT_ROW, parse)
+    return TickSizePage(dict(rows), malformed, page.next_page_cursor)
 
 
 def _symbol(value: str) -> str:
