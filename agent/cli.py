@@ -14,8 +14,10 @@ from pathlib import Path
 from agent import __version__
 
 EX_OK = 0
+EX_FAILURE = 1
 EX_USAGE = 64
 EX_CONFIG = 78  # sysexits EX_CONFIG: systemd and operators know it means "fix the config"
+EX_BROKEN_PIPE = 128 + signal.SIGPIPE  # what `yes | head` reports: the reader left, nothing went wrong here
 
 log = logging.getLogger("agent.cli")
 
@@ -29,24 +31,37 @@ def default_config_path() -> Path:
     return local if local.exists() else Path("/etc/feedagent/feedagent.yaml")
 
 
-def _load_or_report(path: Path):  # type: ignore[no-untyped-def]
+def _load_or_report(path: Path, *, require_secrets: bool = True):  # type: ignore[no-untyped-def]
     """Load the config, or print every problem as FILE:LINE:COL: path: message and return None."""
     from agent.config.loader import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, require_secrets=require_secrets)
     except ConfigError as exc:
         for issue in [*exc.issues, *exc.warnings]:
             print(str(issue), file=sys.stderr)
         return None
 
 
+def _environment_ok(loaded, *, for_run: bool) -> bool:  # type: ignore[no-untyped-def]
+    """The second phase of validation (state_dir, sink files, admin.listen on this machine); prints problems."""
+    from agent.config.environment import check_environment
+
+    issues = check_environment(loaded, for_run=for_run)
+    for issue in issues:
+        print(str(issue), file=sys.stderr)
+    return not any(issue.is_error for issue in issues)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded = _load_or_report(args.config)
+    check_machine = not args.no_environment
+    loaded = _load_or_report(args.config, require_secrets=check_machine)
     if loaded is None:
         return EX_CONFIG
     for warning in getattr(loaded, "warnings", []):
         print(str(warning), file=sys.stderr)
+    if check_machine and not _environment_ok(loaded, for_run=False):
+        return EX_CONFIG
     print(f"{args.config}: ok ({len(loaded.config.exchanges)} exchanges)")
     return EX_OK
 
@@ -81,10 +96,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.admin.server import AdminListenError
     from agent.telemetry.logging import configure_logging
 
     loaded = _load_or_report(args.config)
     if loaded is None:
+        return EX_CONFIG
+    if not _environment_ok(loaded, for_run=True):
         return EX_CONFIG
     log_cfg = loaded.config.telemetry.log
     configure_logging(log_cfg.format, log_cfg.level)
@@ -92,6 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(_run(loaded))
     except KeyboardInterrupt:
         pass
+    except AdminListenError as exc:  # taken between the check above and the bind: the same message
+        print(str(loaded.issue(("admin", "listen"), str(exc))), file=sys.stderr)
+        return EX_CONFIG
     return EX_OK
 
 
@@ -130,40 +151,84 @@ async def _run(loaded) -> None:  # type: ignore[no-untyped-def]
         notifier.close()
 
 
-def _config_or_none(path: Path):  # type: ignore[no-untyped-def]
-    """The config for finding the agent, or None (status and mode also work with --admin-url alone)."""
+def _admin_target(args: argparse.Namespace) -> tuple[str, str] | int:
+    """The running agent's admin URL and the name of the token variable, or the exit code after saying why.
+
+    The address comes from ``--admin-url``, or from a *valid* config: its agent's
+    ``state_dir/agent.json``, else ``admin.listen``. Never a guess: with an invalid or
+    missing config the CLI refuses (a default address may be another agent, and the
+    token would go to it).
+    """
+    from agent.admin.client import AdminError, admin_url
     from agent.config.loader import ConfigError, load_config
 
+    if args.admin_url:
+        if not args.admin_url.startswith(("http://", "https://")):
+            print(f"feedagent {args.command}: --admin-url must be an http:// or https:// URL, "
+                  f"got {args.admin_url!r}", file=sys.stderr)
+            return EX_USAGE
+        return args.admin_url.rstrip("/"), _token_env_for_explicit_url(args.config)
     try:
-        return load_config(path, require_secrets=False).config
-    except (ConfigError, OSError):
-        return None
+        config = load_config(args.config, require_secrets=False).config
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(str(issue), file=sys.stderr)
+        print(f"feedagent {args.command}: the config is invalid, so the agent's address is unknown; "
+              "fix it, or pass --admin-url", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        return admin_url(config), config.admin.token_env or ""
+    except AdminError as exc:
+        print(f"feedagent {args.command}: {exc}", file=sys.stderr)
+        return EX_FAILURE
+
+
+def _token_env_for_explicit_url(path: Path) -> str:
+    """With ``--admin-url``: the config's ``admin.token_env`` if the config (or its ``admin`` part) is valid,
+    else the default (the RUNBOOK passes --admin-url exactly when the file is broken)."""
+    from agent.config.loader import ConfigError, load_config
+    from agent.config.models import AdminSection
+
+    try:
+        return load_config(path, require_secrets=False).config.admin.token_env or ""
+    except ConfigError:
+        pass
+    try:
+        from agent.config.yaml_source import parse_yaml
+
+        data = parse_yaml(path.read_text(), str(path)).data
+        return AdminSection.model_validate((data or {}).get("admin") or {}).token_env or ""
+    except Exception:  # noqa: BLE001 - any problem with the broken file: the documented default
+        return AdminSection().token_env or ""
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.admin.client import AdminError, admin_url, format_status, get_status
+    from agent.admin.client import AdminError, format_status, get_status
 
-    config = _config_or_none(args.config)
+    target = _admin_target(args)
+    if isinstance(target, int):
+        return target
     try:
-        doc = get_status(admin_url(config, args.admin_url))
+        doc = get_status(target[0])
     except AdminError as exc:
         print(f"feedagent status: {exc}", file=sys.stderr)
-        return 1
+        return EX_FAILURE
     print(json.dumps(doc, indent=2, default=str) if args.json else format_status(doc))
     return EX_OK
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
-    from agent.admin.client import AdminError, admin_url, set_mode, token_from_env
+    from agent.admin.client import AdminError, set_mode, token_from_env
 
-    config = _config_or_none(args.config)
+    target = _admin_target(args)
+    if isinstance(target, int):
+        return target
     pin = True if args.pin else False if args.unpin else None
     try:
-        result = set_mode(admin_url(config, args.admin_url), token_from_env(config), args.exchange, args.mode,
-                          pin, args.reason)
+        result = set_mode(target[0], token_from_env(target[1]), args.exchange, args.mode, pin, args.reason)
     except AdminError as exc:
         print(f"feedagent mode: {exc}", file=sys.stderr)
-        return 1
+        return EX_FAILURE
     state = "changed" if result.get("changed") else "unchanged"
     pinned = f", pinned to {result['pinned']}" if result.get("pinned") else ""
     print(f"{result['exchange']}: mode {result['mode']} ({state}{pinned})")
@@ -171,14 +236,16 @@ def cmd_mode(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from agent.admin.client import AdminError, admin_url, reload, token_from_env
+    from agent.admin.client import AdminError, reload, token_from_env
 
-    config = _config_or_none(args.config)
+    target = _admin_target(args)
+    if isinstance(target, int):
+        return target
     try:
-        result = reload(admin_url(config, args.admin_url), token_from_env(config))
+        result = reload(target[0], token_from_env(target[1]))
     except AdminError as exc:
         print(f"feedagent reload: {exc}", file=sys.stderr)
-        return 1
+        return EX_FAILURE
     print(json.dumps(result, indent=2))
     return EX_OK
 
@@ -207,7 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     with_config(sub.add_parser("run", help="run the agent")).set_defaults(func=cmd_run)
-    with_config(sub.add_parser("validate", help="check a config file; exit 78 when invalid")).set_defaults(func=cmd_validate)
+    validate = with_config(sub.add_parser("validate", help="check a config file and this machine for it; "
+                                                           "exit 78 when invalid"))
+    validate.add_argument("--no-environment", action="store_true",
+                          help="check the file only: not the secrets, state_dir, sink files or admin.listen "
+                               "(for a config meant for another machine)")
+    validate.set_defaults(func=cmd_validate)
     with_config(sub.add_parser("print-config", help="print the effective config, secrets redacted")).set_defaults(
         func=cmd_print_config)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
@@ -215,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_admin(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         with_config(p)
         p.add_argument("--admin-url", default=None,
-                       help="the agent's admin URL (default: state_dir/agent.json of the config, else admin.listen)")
+                       help="the agent's admin URL (default: from the config, which must be valid: its agent's "
+                            "state_dir/agent.json, else admin.listen)")
         return p
 
     status = with_admin(sub.add_parser("status", help="the running agent's exchanges: mode, breaker, why"))
@@ -253,7 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "config", "absent") is None:
         args.config = default_config_path()
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a closed pipe is seen while we can still handle it
+    except BrokenPipeError:
+        # `feedagent status | head`: the reader is gone. Point stdout at /dev/null so that the
+        # interpreter's own flush at exit does not raise again, and leave quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EX_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

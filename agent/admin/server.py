@@ -12,19 +12,24 @@ import hmac
 import json
 import logging
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.exposition import choose_encoder
 
-from agent.config.issues import ReloadError
-from agent.core.events import encode_event
+from agent.admin.runtime import bind_failure_reason, listen_address
+from agent.config.issues import ReloadError, ReloadUndone
+from agent.core.events import Event, encode_event, event_kind
 from agent.mode.pipeline import ModeChangeError
-from agent.sinks.bus import EventBus
+from agent.sinks.bus import EventBus, StreamClosed
 from agent.telemetry.metrics import Metrics
 
 log = logging.getLogger("agent.admin")
+
+
+class AdminListenError(Exception):
+    """``admin.listen`` could not be bound (taken, not an address of this machine, ...); says which and why."""
 
 
 class AdminBackend(Protocol):
@@ -83,7 +88,13 @@ class AdminServer:
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            self._runner = None
+            raise AdminListenError(f"cannot listen on {listen_address(self._host, self._port)}: "
+                                   f"{bind_failure_reason(e, self._host)}") from None
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         port = sockets[0].getsockname()[1] if sockets else self._port
         host = f"[{self._host}]" if ":" in self._host else self._host
@@ -124,8 +135,13 @@ class AdminServer:
         return web.json_response(self._backend.prices(), dumps=_dumps)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        """Live NDJSON stream of every event from now on, optionally filtered by ``?exchange=``."""
-        wanted = request.query.get("exchange")
+        """Live NDJSON stream of every event from now on, optionally filtered by ``?exchange=`` and ``?kind=``.
+
+        A client too slow to keep up is disconnected; its last line says so (``stream_closed``).
+        """
+        wanted, kinds, problem = self._event_filters(request)
+        if problem is not None:
+            return problem
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         queue = self._bus.subscribe()
@@ -135,7 +151,12 @@ class AdminServer:
         try:
             while True:
                 event = await queue.get()
+                if isinstance(event, StreamClosed):  # the bus dropped this subscriber: say why, then end
+                    await response.write(event.to_line())
+                    break
                 if wanted and getattr(event, "exchange", None) != wanted:
+                    continue
+                if kinds and event_kind(event) not in kinds:
                     continue
                 await response.write(encode_event(event) + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
@@ -145,6 +166,23 @@ class AdminServer:
             self._stream_tasks.discard(task)
         return response
 
+
+    def _event_filters(self, request: web.Request) -> tuple[str | None, set[str], web.Response | None]:
+        """``?exchange=NAME`` and ``?kind=K[,K...]``; a name that matches nothing is a 400 listing the
+        valid ones (an empty stream would look like a quiet exchange)."""
+        wanted = request.query.get("exchange") or None
+        if wanted is not None and not self._backend.has_exchange(wanted):
+            names = sorted(self._backend.status().get("exchanges", {}))
+            return None, set(), web.json_response(
+                {"error": f"no exchange named {wanted!r}; valid: {', '.join(names)}", "valid": names}, status=400)
+        known = sorted(event_kinds())
+        kinds = {k for k in request.query.get("kind", "").split(",") if k}
+        unknown = sorted(kinds - set(known))
+        if unknown:
+            return None, set(), web.json_response(
+                {"error": f"unknown event kind {', '.join(map(repr, unknown))}; valid: {', '.join(known)}",
+                 "valid": known}, status=400)
+        return wanted, kinds, None
 
     # -- state-changing calls ----------------------------------------------------------------------
 
@@ -167,10 +205,9 @@ class AdminServer:
         if refused is not None:
             return refused
         name = request.match_info["name"]
-        try:
-            body = await request.json()
-        except ValueError:
-            return _problem(400, "body must be JSON: {\"mode\": \"rest|hybrid|shadow\", \"pin\": true|false}")
+        body, problem = await _json_body(request, '{"mode": "rest|hybrid|shadow", "pin": true|false}')
+        if problem is not None:
+            return problem
         mode = body.get("mode") if isinstance(body, dict) else None
         if mode not in ("rest", "hybrid", "shadow"):
             return _problem(400, "mode must be one of rest, hybrid, shadow")
@@ -192,8 +229,15 @@ class AdminServer:
         refused = self._refuse(request)
         if refused is not None:
             return refused
+        body, problem = await _json_body(request, "no body, or {}", empty_ok=True)
+        if problem is None and body is not None and not isinstance(body, dict):
+            problem = _problem(400, "reload takes no parameters: send no body, or {}")
+        if problem is not None:
+            return problem
         try:
             result = await self._backend.reload("api")
+        except ReloadUndone as exc:  # valid, but the running agent could not take it: conflict, nothing changed
+            return web.json_response({"ok": False, "undone": True, "errors": exc.lines}, status=409)
         except ReloadError as exc:
             return web.json_response({"ok": False, "errors": exc.lines}, status=400)
         return web.json_response({"ok": True, **result})
@@ -210,8 +254,32 @@ class AdminServer:
         return web.Response(body=path.read_bytes(), headers={"Content-Type": types[fmt]})
 
 
+async def _json_body(request: web.Request, expected: str, *,
+                     empty_ok: bool = False) -> tuple[Any, web.Response | None]:
+    """The request's JSON body, or the 400 that says what is wrong with it; never a 500.
+
+    ``json`` bounds nesting by the interpreter's recursion limit and raises
+    ``RecursionError`` past it: a body of ten thousand ``[`` is a client error
+    like any other bad JSON, not a crash of the handler.
+    """
+    raw = await request.read()
+    if empty_ok and not raw.strip():
+        return None, None
+    try:
+        return json.loads(raw), None
+    except RecursionError:
+        return None, _problem(400, f"body is JSON nested too deeply to decode; expected {expected}")
+    except ValueError:  # bad JSON and bad UTF-8 alike
+        return None, _problem(400, f"body must be JSON: {expected}")
+
+
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": detail}, status=status, headers=headers)
+
+
+def event_kinds() -> set[str]:
+    """The ``kind`` of every event type of the stream (``position``, ``mark_price``, ...)."""
+    return {t.__struct_config__.tag for t in get_args(Event)}
 
 
 def _dumps(obj: Any) -> str:

@@ -74,3 +74,10 @@ class ReloadError(Exception):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
+
+
+class ReloadUndone(ReloadError):
+    """A valid config failed while being applied; every change already applied was undone.
+
+    The running config is the one before the reload (or as close as ``lines`` say).
+    """

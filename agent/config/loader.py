@@ -59,6 +59,8 @@ class LoadedConfig:
         ``admin.token_env``) → whether that source held a value.
     warnings:
         Warning-level issues (e.g. a secret file readable by others).
+    locator:
+        Where each key was written (file line or ``FEEDAGENT_*`` variable); see ``issue``.
     """
 
     config: FeedAgentConfig
@@ -69,6 +71,14 @@ class LoadedConfig:
     env_overrides: Mapping[str, str] = field(default_factory=dict)
     secret_sources: Mapping[str, bool] = field(default_factory=dict)
     warnings: tuple[ConfigIssue, ...] = ()
+    locator: _Locator | None = field(default=None, compare=False)
+
+    def issue(self, path: KeyPath, message: str, severity: Severity = "error") -> ConfigIssue:
+        """A problem found later (e.g. by the environment checks) about the key at ``path``, located
+        like the loader's own: ``FILE:LINE:COL`` of the key, or ``env:VAR`` when a variable set it."""
+        if self.locator is None:
+            return ConfigIssue(str(self.path), 0, 0, dotted(path), message, severity)
+        return self.locator.issue(path, message, severity)
 
     def credentials_for(self, exchange: str) -> ApiCredentials | None:
         """The key pair of ``exchange``; ``None`` in the simulator (it brings its own)."""
@@ -154,6 +164,7 @@ def load_config(
         env_overrides={dotted(p): var for p, var in sorted(source.origins.items(), key=lambda kv: dotted(kv[0]))},
         secret_sources=secrets.present,
         warnings=tuple(sort_issues(warnings)),
+        locator=locator,
     )
 
 

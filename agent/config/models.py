@@ -11,10 +11,11 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.config.addresses import check_listen, check_url
 from agent.shadow.model import MismatchKind
 
 Venue = Literal["bybit", "binance"]
@@ -41,14 +42,11 @@ class ConfigValueError(ValueError):
         self.at: tuple[str | int, ...] = tuple(at)
 
 
-def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, values are immutable."""
+    """Base for every config section: unknown keys are errors, values are immutable, numbers finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # YAML reads `.inf` and `.nan` as floats; no key of the agent means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class AgentSection(StrictModel):
@@ -65,10 +63,7 @@ class AdminSection(StrictModel):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"must be HOST:PORT with a port from 0 to 65535, got {_shown(value)}")
-        return value
+        return check_listen(value)
 
     @property
     def host(self) -> str:
@@ -105,9 +100,7 @@ class TracingSection(StrictModel):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {_shown(value)}")
-        return value
+        return check_url(value, secure="https", plain="http", plain_anywhere=True)  # in-cluster collectors
 
 
 class TelemetrySection(StrictModel):
@@ -150,6 +143,9 @@ SinkConfig = Annotated[StdoutSinkConfig | JsonlSinkConfig, Field(discriminator="
 class EndpointsConfig(StrictModel):
     """Overrides of a venue's URLs; all of them are required with ``environment: custom``.
 
+    TLS (``https://``, ``wss://``) is required, except to a loopback host (how a
+    ``custom`` exchange reaches a standalone simulator: ``http://127.0.0.1:8900/bybit``).
+
     Bybit uses ``ws_public_url`` (the full category URL); Binance uses
     ``ws_market_url`` (the routed ``/market`` base). Both use ``ws_private_url``.
     """
@@ -162,16 +158,16 @@ class EndpointsConfig(StrictModel):
     @field_validator("rest_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {_shown(value)}")
-        return value.rstrip("/") if value else value
+        if value is None:
+            return None
+        return check_url(value, secure="https", plain="http").rstrip("/")
 
     @field_validator("ws_public_url", "ws_market_url", "ws_private_url")
     @classmethod
     def _ws_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("ws://", "wss://")):
-            raise ValueError(f"must start with ws:// or wss://, got {_shown(value)}")
-        return value.rstrip("/") if value else value
+        if value is None:
+            return None
+        return check_url(value, secure="wss", plain="ws").rstrip("/")
 
 
 class CredentialsConfig(StrictModel):
@@ -265,8 +261,9 @@ class ShadowIgnoreRule(StrictModel):
 
 class ShadowSection(StrictModel):
     primary: Literal["rest", "ws"] = "rest"
-    window_seconds: Annotated[float, Field(ge=1, le=86_400)] = 300.0
-    min_samples: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    # None (default): sized so that a healthy venue can pass (agent.shadow.sizing, docs/shadow-report.md)
+    window_seconds: Annotated[float, Field(ge=1, le=86_400)] | None = None
+    min_samples: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     max_mismatch_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
     calibrate_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
     report_interval_seconds: Annotated[float, Field(ge=10, le=604_800)] = 3_600.0
@@ -274,7 +271,6 @@ class ShadowSection(StrictModel):
     max_ws_silence_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0  # WS quiet this long while REST moves: fail
     max_ws_lag_seconds: Annotated[float, Field(ge=0, le=600)] = 2.0  # WS showing REST's value this late still matches
     grace_seconds: Annotated[float, Field(ge=0, le=3600)] | None = None    # position grace; None: max(poll, p99 lag)
-    consecutive_passes_to_promote: Annotated[int, Field(ge=1, le=1000)] = 3
     max_examples_per_window: Annotated[int, Field(ge=0, le=100_000)] = 1000
     ignore: Annotated[list[ShadowIgnoreRule], Field(max_length=100)] = []
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from agent.config.models import FeedAgentConfig
-from agent.config.yaml_source import dotted, parse_yaml
+from agent.config.yaml_source import KeyPath, dotted, parse_yaml
+from agent.telemetry.logging import mask_url_credentials
 
 if TYPE_CHECKING:
     from agent.config.loader import LoadedConfig
@@ -37,9 +38,12 @@ def config_summary_hash(config: FeedAgentConfig | LoadedConfig) -> str:
 def render_redacted(loaded: LoadedConfig) -> str:
     """YAML of the effective configuration with secret sources marked, never their values."""
     data = _effective_data(loaded.config)
+    redacted = _redact_urls(data, ())
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
                      width=10_000)
     notes = _notes(loaded)
+    for path in redacted:
+        notes[path] = "; ".join(filter(None, [notes.get(path), "credentials in the URL redacted"]))
     lines = body.splitlines()
     doc = parse_yaml(body, "<print-config>")
     for path, mark in doc.marks.items():
@@ -50,7 +54,7 @@ def render_redacted(loaded: LoadedConfig) -> str:
         "# FeedAgent effective configuration: defaults filled in, environment overrides applied.",
         f"# file: {loaded.path}  sha256: {loaded.sha256}",
         f"# summary hash: {config_summary_hash(loaded.config)}",
-        "# Secrets are never shown: each source is marked (set) or (missing).",
+        "# Secrets are never shown: each source is marked (set) or (missing); credentials in URLs are redacted.",
     ]
     return "\n".join(header + lines) + "\n"
 
@@ -75,6 +79,21 @@ def _effective_data(config: FeedAgentConfig) -> dict[str, Any]:
             if exchange.get(section):
                 exchange[section] = {k: v for k, v in exchange[section].items() if v is not None}
     return data
+
+
+def _redact_urls(node: Any, path: KeyPath) -> list[str]:
+    """Replace, in place, the user info of every URL value (``https://user:pass@host``); their dotted paths."""
+    found: list[str] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in list(items):
+        if isinstance(value, str):
+            masked = mask_url_credentials(value)
+            if masked != value:
+                node[key] = masked
+                found.append(dotted(path + (key,)))
+        else:
+            found += _redact_urls(value, path + (key,))
+    return found
 
 
 def _notes(loaded: LoadedConfig) -> dict[str, str]:

@@ -11,6 +11,7 @@ variable or the file, never what it holds.
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,19 +86,36 @@ def read_env_secret(
     return value, []
 
 
+#: A key, a secret or a token is a few hundred bytes at most; anything bigger is the wrong file.
+MAX_SECRET_FILE_BYTES = 65_536
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
 def read_file_secret(path: Path, at: tuple[str, ...]) -> tuple[str | None, list[SecretProblem]]:
+    """The secret in a regular file. Anything else (a FIFO would block the agent forever, a device
+    would never end) is refused before it is read, and so is a file larger than a secret can be."""
     path = path.expanduser()
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
             return None, [SecretProblem(at, f"{path} is a directory, not a file")]
-        raw = path.read_bytes()
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a file")
+            return None, [SecretProblem(at, f"{path} is not a regular file (it is {kind})")]
+        raw, info = _read_regular(path)
     except FileNotFoundError:
         return None, [SecretProblem(at, f"file {path} does not exist")]
     except PermissionError:
         return None, [SecretProblem(at, f"cannot read file {path}: permission denied")]
+    except _NotRegular:
+        return None, [SecretProblem(at, f"{path} is not a regular file")]
     except OSError as e:
         return None, [SecretProblem(at, f"cannot read file {path}: {e.strerror or e}")]
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        return None, [SecretProblem(at, f"file {path} is {info.st_size} bytes; a secret is at most "
+                                        f"{MAX_SECRET_FILE_BYTES}")]
     problems = []
     if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
         problems.append(SecretProblem(
@@ -110,3 +128,28 @@ def read_file_secret(path: Path, at: tuple[str, ...]) -> tuple[str | None, list[
     if not value:
         return None, problems + [SecretProblem(at, f"file {path} is empty")]
     return value, problems
+
+
+class _NotRegular(Exception):
+    pass
+
+
+def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
+    """Open without blocking (a FIFO swapped in after the check must not hang us), check again what
+    was opened, and read at most one byte more than a secret may have."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegular
+        chunks = []
+        left = MAX_SECRET_FILE_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), info
+    finally:
+        os.close(fd)

@@ -24,6 +24,10 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 #: Alias expansion cap ("billion laughs"); a real config has a few hundred nodes.
 _MAX_NODES = 20_000
+#: Nesting cap: a real config is 6 levels deep; PyYAML's composer recurses once per level and
+#: would raise RecursionError (a crash, not a message) at a few hundred.
+MAX_DEPTH = 64
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,34 @@ def dotted(path: KeyPath) -> str:
     return ".".join(str(part) for part in path) if path else ROOT_PATH
 
 
+class _TooDeep(Exception):
+    def __init__(self, mark: Mark) -> None:
+        super().__init__(_TOO_DEEP)
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses documents nested deeper than ``MAX_DEPTH``."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                event = self.peek_event()
+                raise _TooDeep(Mark(event.start_mark.line + 1, event.start_mark.column + 1))
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
 def parse_yaml(text: str, file: str) -> YamlDocument:
     """Parse one YAML document safely; every problem becomes a ``ConfigIssue`` of ``file``."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as e:
         return _reader_issue(file, text, e)
     try:
@@ -92,6 +120,8 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
     except _TooLarge:
         return YamlDocument(None, {}, [ConfigIssue(file, 1, 1, YAML_PATH,
                                                    "the document is too large once its aliases are expanded")])
+    except _TooDeep as e:
+        return YamlDocument(None, {}, [ConfigIssue(file, e.mark.line, e.mark.col, YAML_PATH, str(e))])
     finally:
         loader.dispose()
 
@@ -102,10 +132,16 @@ def parse_yaml_value(text: str) -> Any:
     Raises ``ValueError`` with a one-line reason when it is not valid YAML.
     """
     try:
-        return yaml.safe_load(text)
+        loader = _Loader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ValueError(f"not a valid YAML value: {problem}") from None
+    except _TooDeep as e:
+        raise ValueError(f"not a valid YAML value: {e}") from None
 
 
 class _TooLarge(Exception):
@@ -120,6 +156,7 @@ class _Builder:
         self.issues: list[ConfigIssue] = []
         self.budget = _MAX_NODES
         self.active: set[int] = set()
+        self.depth = 0  # aliases can nest deeper than the text: a1: [*a0], a2: [*a1], ...
 
     def issue(self, node: Node, path: KeyPath, message: str) -> None:
         mark = _mark(node)
@@ -134,13 +171,17 @@ class _Builder:
         if id(node) in self.active:
             self.issue(node, path, "an alias refers to a node that contains it (recursive alias)")
             return None
+        if self.depth >= MAX_DEPTH:
+            raise _TooDeep(_mark(node))
         self.active.add(id(node))
+        self.depth += 1
         try:
             if isinstance(node, SequenceNode):
                 return self.sequence(node, path)
             return self.mapping(node, path)
         finally:
             self.active.discard(id(node))
+            self.depth -= 1
 
     def scalar(self, node: ScalarNode, path: KeyPath) -> Any:
         try:

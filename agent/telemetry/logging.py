@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -15,6 +16,13 @@ from typing import Any
 from opentelemetry import trace
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# scheme://user:password@host: the user info of any URL (a collector or proxy password, a token as user name)
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"']+@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with the user info of every URL in it replaced: ``https://***@host/path``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 class SecretMasker:
@@ -30,11 +38,11 @@ class SecretMasker:
             self._secrets.update(v for v in values if v and len(v) >= 6)
 
     def mask(self, text: str) -> str:
-        """``text`` with every registered secret replaced by ``***``."""
+        """``text`` with every registered secret, and credentials written into URLs, replaced by ``***``."""
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "***")
-        return text
+        return mask_url_credentials(text)
 
 
 MASKER = SecretMasker()
@@ -52,6 +60,18 @@ def trace_fields() -> dict[str, str]:
     return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
 
 
+def event_name(record: logging.LogRecord) -> str:
+    """The stable name the code gave the record (``extra={"event": ...}``), never one built from its text.
+
+    Every call in ``agent/`` gives one (tests/telemetry/test_log_events.py); records of
+    libraries (aiohttp, apscheduler, opentelemetry) are ``library_log``, told apart by ``logger``.
+    """
+    event = getattr(record, "event", None)
+    if isinstance(event, str) and event:
+        return event
+    return "unnamed" if record.name == "agent" or record.name.startswith("agent.") else "library_log"
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "event", "msg", ...extra}`` per line, secrets masked."""
 
@@ -60,7 +80,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": getattr(record, "event", None) or record.getMessage().replace(" ", "_"),
+            "event": event_name(record),
             "msg": record.getMessage(),
             **trace_fields(),
         }

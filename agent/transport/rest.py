@@ -27,7 +27,7 @@ from agent.telemetry import tracing
 from agent.transport.backoff import BackoffGate
 from agent.transport.clock import SYSTEM_CLOCK, Clock, ServerClock
 from agent.transport.errors import (
-    Banned, ClockSkew, ExchangeUnavailable, MalformedResponse, RateLimited, RestError,
+    AuthError, Banned, ClockSkew, ExchangeUnavailable, MalformedResponse, RateLimited, RestError,
 )
 from agent.transport.ratelimit import RateLimitBudget, RateLimitRule
 
@@ -125,13 +125,18 @@ class RestClient:
         try:
             await self.sync_clock()
         except RestError as e:
-            log.warning("clock sync failed at start", extra={"exchange": self.exchange, "error": str(e)})
+            log.warning("clock sync failed at start", extra={"event": "clock_sync_failed", "exchange": self.exchange,
+                                                             "when": "start", "error": str(e)})
 
     async def close(self) -> None:
         """Close the session; safe twice and before ``start``."""
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+    def scrub_also(self, secrets: Iterable[str]) -> None:
+        """Keep ``secrets`` out of errors too (a rotated key pair: the old ones stay hidden as well)."""
+        self._secrets = tuple(dict.fromkeys((*self._secrets, *(s for s in secrets if s))))
 
     # -- clock -----------------------------------------------------------------------------------
 
@@ -167,7 +172,8 @@ class RestClient:
             try:
                 await self.sync_clock()
             except RestError as e:
-                log.warning("periodic clock sync failed", extra={"exchange": self.exchange, "error": str(e)})
+                log.warning("periodic clock sync failed", extra={
+                    "event": "clock_sync_failed", "exchange": self.exchange, "when": "periodic", "error": str(e)})
         send = functools.partial(self._send, method, path, endpoint=endpoint, decode=decode, query=query,
                                  sign=sign, headers=headers, data=data)
         try:
@@ -176,7 +182,7 @@ class RestClient:
             if sign is None:
                 raise
             log.warning("timestamp refused; resyncing clock and retrying once",
-                        extra={"exchange": self.exchange, "endpoint": endpoint})
+                        extra={"event": "timestamp_refused", "exchange": self.exchange, "endpoint": endpoint})
             await self.sync_clock()
             return await send()
 
@@ -253,7 +259,7 @@ class RestClient:
             until = self._gate.close(error, error.retry_after_seconds)
             self._show_backoff(until)
             log.warning("venue refused calls; holding REST calls back",
-                        extra={"exchange": self.exchange, "endpoint": response.endpoint,
+                        extra={"event": "rest_calls_held", "exchange": self.exchange, "endpoint": response.endpoint,
                                "outcome": error.outcome, "until_unix_s": until})
 
     def _record(self, endpoint: str, duration_s: float, error: RestError | None,
@@ -268,7 +274,11 @@ class RestClient:
         self._metrics.rest_requests.labels(self.exchange, endpoint, outcome).inc()
         self._metrics.rest_request_duration.labels(self.exchange, endpoint).observe(
             duration_s, exemplar=tracing.exemplar())
-        self.status.last_error = None if error is None else f"{type(error).__name__}: {error}"
+        if error is not None:  # a success does not erase it: compare last_error_unix_s with the last success
+            self.status.last_error = f"{type(error).__name__}: {error}"
+            self.status.last_error_unix_s = self._clock.wall_s()
+        if isinstance(error, AuthError):
+            self.status.auth_failures += 1
 
     # -- back-off and budget ---------------------------------------------------------------------
 
