@@ -2,8 +2,8 @@
 
 Start order: telemetry (tracing), sinks, admin server, (simulator), exchanges;
 stop in reverse, draining sinks so that everything accepted is written, and
-flushing traces last. Reload is all-or-nothing: validate, diff, then apply per
-exchange.
+flushing traces last. Reload is all-or-nothing: validate, plan, apply per
+exchange, and undo what was applied when a step fails (``agent.reload``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 
 from agent import __version__
+from agent.admin.runtime import read_runtime
 from agent.admin.server import AdminServer
-from agent.config.issues import ReloadError
+from agent.config.issues import ReloadError, ReloadUndone
 from agent.config.loader import ConfigError, LoadedConfig, load_config
 from agent.config.models import ExchangeConfig, FeedAgentConfig
 from agent.core.tasks import TaskOwner
@@ -33,6 +34,7 @@ from agent.exchanges import default_endpoints
 from agent.exchanges.base import ApiCredentials, ResolvedEndpoints
 from agent.mode.controller import ExchangeController
 from agent.mode.pipeline import ExchangePipeline
+from agent.reload import ReloadTransaction
 from agent.shadow.reports import ReportWriter
 from agent.shadow.store import ShadowStore
 from agent.sinks import create_bus
@@ -56,7 +58,7 @@ class Supervisor:
         self.config = loaded.config
         self.metrics = Metrics(registry)
         self.notifier = notifier
-        self.bus = create_bus(list(self.config.sinks), self.metrics)
+        self.bus = create_bus(list(self.config.sinks), self.metrics, self.config.agent.state_dir)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.admin = AdminServer(host=self.config.admin.host, port=self.config.admin.port, backend=self,
                                  metrics=self.metrics, bus=self.bus, token=loaded.admin_token)
@@ -116,31 +118,54 @@ class Supervisor:
         stop_started = time.monotonic()
         timeout = self.config.agent.shutdown_timeout_seconds
         await self._tasks.cancel_all(timeout_seconds=1.0)
-        await asyncio.gather(*(c.stop() for c in self.controllers.values()), return_exceptions=True)
+        await self._stop_exchanges(budget_seconds=timeout / 2)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.loop_lag.stop()
         if self.simulator is not None:
-            await self.simulator.stop()
+            await self.simulator.stop(timeout_seconds=1.0)
         await self.admin.stop()
-        await self.bus.stop(timeout_seconds=max(0.5, timeout / 2))
+        # the sinks always drain, with what is left of the budget (a little is kept for traces)
+        await self.bus.stop(timeout_seconds=max(0.5, timeout - (time.monotonic() - stop_started) - 0.5))
+        for controller in self.controllers.values():  # the sinks confirmed what they wrote: a smaller outbox
+            controller.pipeline.checkpoint()
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
-        self._runtime_file().unlink(missing_ok=True)
+        self._remove_runtime_file()
         log.info("agent stopped", extra={"event": "agent_stopped"})
         if self.tracing is not None:  # last, with what is left of the budget: a dead collector costs that, no more
             left = timeout - (time.monotonic() - stop_started) - 0.5
             export_timeout = self.tracing.settings.export_timeout_seconds
             await self.tracing.shutdown(timeout_seconds=max(0.1, min(left, export_timeout)))
 
+    async def _stop_exchanges(self, budget_seconds: float) -> None:
+        """Stop every exchange within ``budget_seconds``; pending mode changes give up first, stragglers are left."""
+        for controller in self.controllers.values():
+            controller.pipeline.abandon_mode_change()
+        stops = {asyncio.ensure_future(c.stop()): name for name, c in self.controllers.items()}
+        if not stops:
+            return
+        done, pending = await asyncio.wait(stops, timeout=budget_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.error("exchanges did not stop in time; draining the sinks anyway", extra={
+                "event": "exchange_stop_timeout", "exchanges": sorted(stops[t] for t in pending)})
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("exchange stop failed", exc_info=task.exception(),
+                          extra={"event": "exchange_stop_failed", "exchange": stops[task]})
+
     def _setup_tracing(self, config: FeedAgentConfig) -> Tracing:
         return setup_tracing(config.telemetry.tracing, service_version=__version__, resource_attributes={
             "service.instance.id": self._instance_id, "process.pid": os.getpid()})
 
-    def _controller(self, name: str, exchange: ExchangeConfig) -> ExchangeController:
-        endpoints, credentials = self._connection(name, exchange)
+    def _controller(self, name: str, exchange: ExchangeConfig,
+                    loaded: LoadedConfig | None = None) -> ExchangeController:
+        endpoints, credentials = self._connection(name, exchange, loaded)
         pipeline = ExchangePipeline(name=name, config=exchange, endpoints=endpoints, credentials=credentials,
-                                    bus=self.bus, scheduler=self.scheduler, metrics=self.metrics)
+                                    bus=self.bus, scheduler=self.scheduler, metrics=self.metrics,
+                                    state_dir=self.config.agent.state_dir)
         assert self.store is not None
         return ExchangeController(pipeline, state_dir=self.config.agent.state_dir, metrics=self.metrics,
                                   store=self.store, loop_lag_seconds=self.loop_lag.latest_seconds)
@@ -160,14 +185,15 @@ class Supervisor:
                                                      "control_url": endpoints.control_url})
         return endpoints
 
-    def _connection(self, name: str, exchange: ExchangeConfig) -> tuple[ResolvedEndpoints, ApiCredentials | None]:
+    def _connection(self, name: str, exchange: ExchangeConfig,
+                    loaded: LoadedConfig | None = None) -> tuple[ResolvedEndpoints, ApiCredentials | None]:
         if exchange.environment == "simulator":
             venue = getattr(self._sim_endpoints, exchange.venue)
             MASKER.add(venue.api_secret)
             ws_public = venue.ws_public_url if exchange.venue == "bybit" else venue.ws_market_url
             return (ResolvedEndpoints(venue.rest_url, ws_public, venue.ws_private_url),
                     ApiCredentials(venue.api_key, venue.api_secret))
-        return resolve_endpoints(exchange), self.loaded.credentials.get(name)
+        return resolve_endpoints(exchange), (loaded or self.loaded).credentials.get(name)
 
     def _note_config(self, loaded: LoadedConfig) -> None:
         for creds in loaded.credentials.values():
@@ -181,7 +207,11 @@ class Supervisor:
     # -- reload ----------------------------------------------------------------------------------
 
     async def reload(self, trigger: str = "api") -> dict[str, Any]:
-        """Load the config file again and apply it; raises ReloadError (and changes nothing) when invalid."""
+        """Load the config file again and apply it, all or nothing.
+
+        Raises ReloadError (nothing changed) when the file is invalid or cannot be
+        applied, ReloadUndone when applying failed half way and was undone.
+        """
         async with self._reload_lock:
             with self.notifier.reloading() if self.notifier is not None else nullcontext():
                 try:
@@ -210,40 +240,27 @@ class Supervisor:
             raise ReloadError([f"{new.path}: {k}: changed; this section only takes effect on restart" for k in blocked])
         if any(e.environment == "simulator" for e in new_cfg.exchanges.values()) and self._sim_endpoints is None:
             raise ReloadError([f"{new.path}: exchanges: a simulator exchange needs a restart to start the simulator"])
+        txn = ReloadTransaction(self.controllers, self.loaded, new, connection=self._connection,
+                                build=self._controller)
+        txn.plan()  # ReloadError: nothing was changed
+        await txn.apply()  # ReloadUndone: what was applied has been undone
+        if new_cfg.telemetry.tracing != old_cfg.telemetry.tracing:
+            try:
+                new_tracing = self._setup_tracing(new_cfg)
+            except Exception as exc:  # noqa: BLE001 - the exchanges go back too: all or nothing
+                raise ReloadUndone([f"{new.path}: telemetry.tracing: {type(exc).__name__}: {exc}",
+                                    *await txn.undo()]) from exc
+            old_tracing, self.tracing = self.tracing, new_tracing
+            if old_tracing is not None:
+                await old_tracing.shutdown()
         self.loaded, self.config = new, new_cfg
         self._note_config(new)
         if new_cfg.telemetry.log != old_cfg.telemetry.log:
             configure_logging(new_cfg.telemetry.log.format, new_cfg.telemetry.log.level)
-        if new_cfg.telemetry.tracing != old_cfg.telemetry.tracing:
-            old_tracing, self.tracing = self.tracing, self._setup_tracing(new_cfg)
-            if old_tracing is not None:
-                await old_tracing.shutdown()
-        changes: dict[str, str] = {}
-        for name in sorted(set(old_cfg.exchanges) | set(new_cfg.exchanges)):
-            before, after = old_cfg.exchanges.get(name), new_cfg.exchanges.get(name)
-            if before == after:
-                continue
-            if after is None:
-                await self.controllers.pop(name).stop()
-                changes[name] = "removed"
-            elif before is None:
-                self.controllers[name] = self._controller(name, after)
-                await self.controllers[name].start()
-                changes[name] = "added"
-            elif before.model_copy(update={"mode": after.mode}) == after:
-                controller = self.controllers[name]
-                controller.config = controller.pipeline.config = after
-                await controller.operator_set_mode(after.mode, reason="config_reload")
-                changes[name] = f"mode {before.mode} -> {after.mode}"
-            else:
-                await self.controllers.pop(name).stop()
-                self.controllers[name] = self._controller(name, after)
-                await self.controllers[name].start()
-                changes[name] = "restarted"
         if self.reports is not None:
             self.reports.config_sha256 = new.sha256
             self.reports.schedule(self.scheduler, new_cfg)
-        return {"sha256": new.sha256, "changes": changes}
+        return {"sha256": new.sha256, "changes": txn.result()}
 
     async def _watch_config_file(self) -> None:
         """Reload when the file's content changes (polled: works on every filesystem and with ConfigMap symlinks)."""
@@ -288,10 +305,10 @@ class Supervisor:
             "config": {"path": str(self.loaded.path), "sha256": self.loaded.sha256, "last_reload": self.last_reload},
             "ready": self.is_ready(),
             "event_loop_lag_seconds": self.loop_lag.latest_seconds(),
+            "tasks": len(asyncio.all_tasks()),
             "simulator": {"control_url": self._sim_endpoints.control_url} if self._sim_endpoints else None,
             "exchanges": {name: {**c.pipeline.status(), **c.status()} for name, c in self.controllers.items()},
-            "sinks": {r.sink.name: {"queue_depth": len(r.queue), "written": r.written,
-                                    "dropped": dict(r.queue.dropped)} for r in self.bus.runners},
+            "sinks": {r.sink.name: r.status() for r in self.bus.runners},
         }
 
     def positions(self) -> dict[str, Any]:
@@ -305,6 +322,12 @@ class Supervisor:
 
     def _runtime_file(self) -> Path:
         return self.config.agent.state_dir / "agent.json"
+
+    def _remove_runtime_file(self) -> None:
+        """Only our own: a start that failed (admin port taken) must not delete the running agent's file."""
+        runtime = read_runtime(self.config.agent.state_dir)
+        if runtime is not None and runtime.pid == os.getpid():
+            runtime.path.unlink(missing_ok=True)
 
     def _write_runtime_file(self) -> None:
         """Where the running agent can be reached (``feedagent status`` reads it when the port was 0)."""

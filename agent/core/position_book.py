@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from agent.core.events import MarkPriceEvent, PositionEvent
+from agent.core.identity import SeqAllocator
 from agent.core.observations import (
     MarkPriceBatch,
     MarkPriceObs,
@@ -51,9 +52,15 @@ class PositionBook:
 
     ``min_emit_interval_ms`` bounds price-driven ``updated`` events to one per
     symbol per interval; the latest state is kept and released by ``flush_due``.
+    ``ids`` numbers every event (one allocator per stream owner, shared with the
+    pipeline's own events); without one, numbering starts at 1 in memory.
+    While ``positions_trusted`` is False (the owner knows its position view is
+    behind: private stream down, no REST fill yet) price-driven ``updated``
+    events are held back, so a stale size is never sent as if it were fresh.
     """
 
-    def __init__(self, exchange: str, venue: str, *, min_emit_interval_ms: int = 100) -> None:
+    def __init__(self, exchange: str, venue: str, *, min_emit_interval_ms: int = 100,
+                 ids: SeqAllocator | None = None) -> None:
         self.exchange = exchange
         self.venue = venue
         self.min_emit_interval_ms = min_emit_interval_ms
@@ -63,8 +70,9 @@ class PositionBook:
         self._pending_price_update: dict[str, tuple[Source, int]] = {}
         self._pending_mark: dict[str, tuple[Source, int]] = {}
         self._closed_at: OrderedDict[PositionKey, tuple[int | None, int]] = OrderedDict()
-        self._seq = 0
+        self._ids = ids or SeqAllocator(exchange)
         self.stale_rows_ignored = 0
+        self.positions_trusted = True
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -82,8 +90,21 @@ class PositionBook:
 
     @property
     def seq(self) -> int:
-        """Sequence number of the last position event emitted."""
-        return self._seq
+        """Sequence number of the last event this book's owner numbered."""
+        return self._ids.last
+
+    def held(self) -> list[tuple[PositionObs, Source, int]]:
+        """Open positions with the source and receive time of their last change (what is persisted)."""
+        return [(h.obs, h.source, h.ts_received_ms) for _, h in sorted(self._positions.items())]
+
+    def restore(self, held: list[tuple[PositionObs, Source, int]]) -> None:
+        """Take back the positions a previous run persisted, without emitting anything.
+
+        The next complete snapshot is then diffed against them: a position gone while the
+        agent was down is sent as ``closed``, a changed one as ``updated``, an unchanged
+        one not at all.
+        """
+        self._positions = {obs.key: _Held(obs, source, ts) for obs, source, ts in held if obs.is_open and obs.side}
 
     # -- positions -----------------------------------------------------------------------------
 
@@ -190,7 +211,7 @@ class PositionBook:
     def flush_due(self, now_ms: int) -> list[MarkPriceEvent | PositionEvent]:
         """Release held-back mark prices and price-driven updates whose symbol is past its interval."""
         events: list[MarkPriceEvent | PositionEvent] = []
-        for symbol in sorted(set(self._pending_mark) | set(self._pending_price_update)):
+        for symbol in sorted(self._pending_symbols()):
             last = self._last_price_emit_ms.get(symbol)
             if last is not None and now_ms - last < self.min_emit_interval_ms:
                 continue
@@ -199,12 +220,14 @@ class PositionBook:
             if mark is not None:
                 obs = self._marks[symbol].obs
                 assert obs is not None
+                seq, event_id = self._ids.next()
                 events.append(MarkPriceEvent(
-                    exchange=self.exchange, venue=self.venue, symbol=symbol, mark_price=obs.mark_price,
-                    index_price=obs.index_price, funding_rate=obs.funding_rate, source=mark[0],
+                    id=event_id, seq=seq, exchange=self.exchange, venue=self.venue, symbol=symbol,
+                    mark_price=obs.mark_price, index_price=obs.index_price, funding_rate=obs.funding_rate, source=mark[0],
                     ts_exchange_ms=obs.ts_exchange_ms, ts_received_ms=mark[1]))
-            update = self._pending_price_update.pop(symbol, None)
+            update = self._pending_price_update.get(symbol) if self.positions_trusted else None
             if update is not None:
+                del self._pending_price_update[symbol]
                 for key, held in sorted(self._positions.items()):
                     if key[0] == symbol:
                         events.append(self._event("updated", held.obs, update[0], update[1]))
@@ -212,9 +235,14 @@ class PositionBook:
 
     def next_flush_ms(self) -> int | None:
         """When ``flush_due`` will next have something to release, or None."""
-        pending = set(self._pending_mark) | set(self._pending_price_update)
-        due = [self._last_price_emit_ms.get(s, 0) + self.min_emit_interval_ms for s in pending]
+        due = [self._last_price_emit_ms.get(s, 0) + self.min_emit_interval_ms for s in self._pending_symbols()]
         return min(due) if due else None
+
+    def _pending_symbols(self) -> set[str]:
+        pending = set(self._pending_mark)
+        if self.positions_trusted:
+            pending |= set(self._pending_price_update)
+        return pending
 
     def _note_mark_from_position(self, obs: PositionObs) -> None:
         # Position rows carry a point-in-time mark; it only counts when newer than the feed's.
@@ -229,7 +257,7 @@ class PositionBook:
     # -- events --------------------------------------------------------------------------------
 
     def _event(self, change: str, obs: PositionObs, source: Source, ts_received_ms: int) -> PositionEvent:
-        self._seq += 1
+        seq, event_id = self._ids.next()
         mark = self._marks.get(obs.symbol)
         mark_price = mark.price if mark is not None else obs.mark_price
         pnl = obs.unrealized_pnl
@@ -237,11 +265,11 @@ class PositionBook:
             pnl = _linear_pnl(obs, mark_price) or pnl
         assert obs.side is not None
         return PositionEvent(
-            change=change, exchange=self.exchange, venue=self.venue, symbol=obs.symbol,  # type: ignore[arg-type]
+            id=event_id, seq=seq, change=change, exchange=self.exchange, venue=self.venue, symbol=obs.symbol,  # type: ignore[arg-type]
             position_idx=obs.position_idx, side=obs.side, size=obs.size, entry_price=obs.entry_price,
             mark_price=mark_price, unrealized_pnl=pnl, leverage=obs.leverage,
             liquidation_price=obs.liquidation_price, source=source, ts_exchange_ms=obs.ts_exchange_ms,
-            ts_received_ms=ts_received_ms, seq=self._seq)
+            ts_received_ms=ts_received_ms)
 
 
 def _material_change(old: PositionObs, new: PositionObs) -> bool:
@@ -273,10 +301,9 @@ def _linear_pnl(obs: PositionObs, mark_price: str) -> str | None:
     if not obs.entry_price:
         return None
     try:
-        diff = Decimal(mark_price) - Decimal(obs.entry_price)
-    except (InvalidOperation, ValueError):
+        pnl = (Decimal(mark_price) - Decimal(obs.entry_price)) * decimal_or_zero(obs.size)
+        if obs.side == "short":
+            pnl = -pnl
+        return format(pnl.normalize() if pnl != 0 else Decimal(0), "f")
+    except (ArithmeticError, ValueError):  # overflow or junk that slipped past the parsers: unknown, not fatal
         return None
-    pnl = diff * decimal_or_zero(obs.size)
-    if obs.side == "short":
-        pnl = -pnl
-    return format(pnl.normalize() if pnl != 0 else Decimal(0), "f")

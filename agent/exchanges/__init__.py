@@ -96,7 +96,7 @@ class PositionReader(Protocol):
     partial and needs it; Bybit rows are whole and ignore it).
     """
 
-    def seed(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None) -> None: ...
+    def seed(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None, complete: bool = True) -> None: ...
 
     def read(self, topic: str, payload: object,
              received_ms: int | None = None) -> tuple[list[PositionObs], int]: ...
@@ -161,9 +161,10 @@ class WsProtocols:
         self._malformed(malformed)
         return rows
 
-    def seed_private(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None) -> None:
-        """Hand every complete REST position snapshot to the position reader."""
-        self.positions.seed(rows, as_of_ms=as_of_ms)
+    def seed_private(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None,
+                     complete: bool = True) -> None:
+        """Hand every REST position snapshot to the position reader; only a complete one says what is flat."""
+        self.positions.seed(rows, as_of_ms=as_of_ms, complete=complete)
 
     def forget_public_topic(self, topic: str) -> None:
         """The topic was unsubscribed: forget what the reader kept of it."""

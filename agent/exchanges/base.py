@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,10 +45,13 @@ class RestApiStatus:
     clock_offset_ms: float = 0.0
     rate_limit_remaining_ratio: float | None = None
     backoff_until_unix_s: float = 0.0
-    last_error: str | None = None
+    last_error: str | None = None  # kept after a success, with its time: the last failure's cause
+    last_error_unix_s: float | None = None
     # Rows skipped as malformed in the last position fetch: a snapshot with
     # skipped rows is not complete, so absence from it does not mean flat.
     last_positions_malformed_rows: int = 0
+    # Requests the venue refused for their key or signature, ever (the owner may read the secret again).
+    auth_failures: int = 0
 
 
 class VenueRestApi(Protocol):
@@ -65,8 +69,15 @@ class VenueRestApi(Protocol):
     async def sync_clock(self) -> float:
         """Measure and store the server-time offset; returns it in milliseconds."""
 
+    def set_credentials(self, credentials: ApiCredentials | None) -> None:
+        """Sign every later request with ``credentials`` (a rotated key pair)."""
+
     async def fetch_positions(self) -> list[PositionObs]:
         """A complete snapshot of the account's positions (all pages); flat rows may be omitted."""
 
     async def fetch_mark_prices(self, symbols: Sequence[str]) -> list[MarkPriceObs]:
         """Mark prices of ``symbols`` (every symbol of the category when empty)."""
+
+    async def tick_sizes(self, symbols: Collection[str] = ()) -> dict[str, Decimal]:
+        """Price tick size per symbol (Bybit ``priceFilter.tickSize``, Binance ``PRICE_FILTER.tickSize``),
+        cached and refreshed daily; symbols the venue does not list are left out."""

@@ -7,6 +7,11 @@ A mode change is make-before-break: the new authoritative source starts and
 feeds the book *alongside* the old one until it has delivered a full position
 snapshot; only then does the old one stop. The book's ordering guards make the
 overlap safe, so no lifecycle event is lost or duplicated.
+
+Every event is numbered by the exchange's SeqAllocator; lifecycle events
+(positions, modes, status) are written ahead to the LifecycleStore before they
+are published, so a restart diffs against what was last published and sends
+again only what no sink confirmed (see agent.core.lifecycle_store).
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent.config.models import ExchangeConfig
-from agent.core.events import ModeEvent
+from agent.core.events import Event, ModeEvent, StatusEvent, coalesce_key
+from agent.core.identity import SeqAllocator
+from agent.core.lifecycle_store import HeldPosition, LifecycleStore, PersistedLifecycle, account_fingerprint
 from agent.core.observations import MarkPriceBatch, PositionSnapshot
 from agent.core.position_book import PositionBook
 from agent.exchanges import create_rest_api
@@ -37,6 +45,9 @@ log = logging.getLogger("agent.pipeline")
 # Observations of a source that does not feed the book (shadow mode's candidate) go here.
 ShadowObserver = Callable[[str, PositionSnapshot | MarkPriceBatch], None]
 
+# Undelivered lifecycle events kept for redelivery; past this a stalled sink's oldest are forgotten (logged).
+_MAX_OUTBOX_EVENTS = 10_000
+
 
 class ModeChangeError(Exception):
     """A mode change was abandoned; the previous mode is still in force."""
@@ -51,7 +62,7 @@ class ExchangePipeline:
 
     def __init__(self, *, name: str, config: ExchangeConfig, endpoints: ResolvedEndpoints,
                  credentials: ApiCredentials | None, bus: EventBus, scheduler: AsyncIOScheduler,
-                 metrics: Metrics, api: VenueRestApi | None = None) -> None:
+                 metrics: Metrics, api: VenueRestApi | None = None, state_dir: Path | None = None) -> None:
         self.name = name
         self.config = config
         self.endpoints = endpoints
@@ -59,7 +70,14 @@ class ExchangePipeline:
         self._bus = bus
         self._metrics = metrics
         self._scheduler = scheduler
-        self.book = PositionBook(name, config.venue, min_emit_interval_ms=config.min_emit_interval_ms)
+        self.ids = SeqAllocator(name, state_dir / "seq" / f"{name}.json" if state_dir else None)
+        self.book = PositionBook(name, config.venue, min_emit_interval_ms=config.min_emit_interval_ms, ids=self.ids)
+        self.lifecycle = LifecycleStore(
+            state_dir / "lifecycle" / f"{name}.json", exchange=name,
+            account=account_fingerprint(config.venue, config.category, credentials.api_key if credentials else None),
+        ) if state_dir else None
+        self._outbox: list[Event] = []
+        self.trust: dict[str, dict[str, Any]] = {}  # scope -> {"state", "reason", "since_ms"}
         self.api = api or create_rest_api(name, config, endpoints, credentials, metrics)
         self.rest = RestSource(
             exchange=name, api=self.api, scheduler=scheduler, metrics=metrics,
@@ -67,7 +85,8 @@ class ExchangePipeline:
             prices_interval_seconds=config.rest.prices_interval_seconds,
             clock_sync_interval_seconds=config.rest.server_time_sync_interval_seconds,
             symbols=self.followed_symbols,
-            on_positions=lambda s: self._ingest("rest", s), on_prices=lambda b: self._ingest("rest", b))
+            on_positions=lambda s: self._ingest("rest", s), on_prices=lambda b: self._ingest("rest", b),
+            on_positions_failed=lambda reason: self._source_trouble("rest", reason))
         self.ws: Any = None  # HybridSource, built on first use
         self.plan: ModePlan | None = None
         self.shadow_observer: ShadowObserver | None = None
@@ -75,6 +94,7 @@ class ExchangePipeline:
         self._feeding: set[str] = set()
         self._running: set[str] = set()
         self._mode_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()  # set by stop(): a pending mode change gives up at once
         self._flush_handle: asyncio.TimerHandle | None = None
         self.started_unix_s: float | None = None
         metrics.init_exchange(name)
@@ -114,6 +134,7 @@ class ExchangePipeline:
         except RestError as exc:
             log.warning("exchange start degraded", extra={"event": "exchange_start_degraded",
                                                           "exchange": self.name, "error": str(exc)})
+        self._restore()
         plan = plan_for(mode or self.config.mode, self.config.shadow.primary)
         async with self._mode_lock:
             for name in plan.sources:
@@ -124,8 +145,13 @@ class ExchangePipeline:
         log.info("exchange started", extra={"event": "exchange_started", "exchange": self.name,
                                             "venue": self.config.venue, "mode": plan.mode})
 
+    def abandon_mode_change(self) -> None:
+        """Make a pending mode change give up now (and refuse new ones): the pipeline is stopping."""
+        self._stopping.set()
+
     async def stop(self) -> None:
-        """Stop every source and close the REST session; safe to call twice."""
+        """Give up a pending mode change, stop every source and close the REST session; safe to call twice."""
+        self.abandon_mode_change()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -133,13 +159,14 @@ class ExchangePipeline:
             for name in list(self._running):
                 await self._stop_source(name)
         await self.api.close()
+        self.checkpoint()
 
     async def set_mode(self, mode: str, *, reason: str, automatic: bool, primary: str | None = None,
                        ready_timeout_seconds: float | None = None) -> ModeEvent | None:
         """Switch mode make-before-break; returns the mode event, or None when nothing changed.
 
         Raises ModeChangeError (and keeps the old mode) when the new authoritative
-        source is not ready within the timeout.
+        source is not ready within the timeout, or the pipeline is stopping.
         """
         # One span per transition, always exported; the "mode changed" log record inside it is the trace event.
         with tracing.start_span("feedagent.mode.transition", keep_reason="mode_transition", attributes={
@@ -160,29 +187,62 @@ class ExchangePipeline:
                 new_source = self._source(target.authority)
                 assert new_source is not None
                 timeout = ready_timeout_seconds or self._ready_timeout_seconds(target.authority)
-                try:
-                    await asyncio.wait_for(new_source.ready.wait(), timeout)
-                except TimeoutError:
+                if not await self._until_ready(new_source, timeout):
                     self._feeding = {current.authority} if current else set()
                     for name in started:
                         await self._stop_source(name)
-                    self._metrics.mode_transition_failures.labels(self.name, target.mode).inc()
-                    raise ModeChangeError(f"{self.name}: {target.authority} source not ready within {timeout:.1f}s; "
-                                          f"staying in {current.mode if current else 'no mode'}") from None
+                    if self._stopping.is_set():
+                        why = "abandoned: the exchange is stopping"
+                    else:
+                        why = f"{target.authority} source not ready within {timeout:.1f}s"
+                        self._metrics.mode_transition_failures.labels(self.name, target.mode).inc()
+                    raise ModeChangeError(f"{self.name}: {why}; staying in {current.mode if current else 'no mode'}")
                 self._feeding = {target.authority}
                 for name in [n for n in self._running if n not in target.sources]:
                     await self._stop_source(name)
                 self.plan = target
-                event = ModeEvent(exchange=self.name, from_=current.mode if current else "none", to=target.mode,
+                seq, event_id = self.ids.next()
+                event = ModeEvent(id=event_id, seq=seq, exchange=self.name,
+                                  from_=current.mode if current else "none", to=target.mode,
                                   reason=reason, automatic=automatic, ts_ms=_now_ms())
             self._record_transition(event, current, target)
             return event
 
+    async def _until_ready(self, source: Any, timeout_seconds: float) -> bool:
+        """Wait until ``source`` is ready; False after the timeout or once the pipeline is stopping."""
+        waits = [asyncio.ensure_future(source.ready.wait()), asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        return source.ready.is_set() and not self._stopping.is_set()
+
+    async def set_credentials(self, credentials: ApiCredentials | None) -> None:
+        """Use another key pair: REST from its next request, the WebSocket side after reconnecting with it.
+
+        A running WebSocket source is restarted (its private stream authenticates
+        with the key); its REST snapshot on reconnect keeps the book whole.
+        """
+        async with self._mode_lock:
+            restart = self.ws is not None and "ws" in self._running and not self._stopping.is_set()
+            if restart:
+                await self.ws.stop()
+            self.credentials = credentials
+            self.api.set_credentials(credentials)
+            if self.ws is not None:
+                self.ws.use_credentials(credentials)
+            if restart:
+                await self.ws.start()
+        log.info("exchange credentials replaced", extra={"event": "credentials_replaced", "exchange": self.name,
+                                                          "ws_restarted": restart})
+
     def _record_transition(self, event: ModeEvent, old: ModePlan | None, new: ModePlan) -> None:
-        self._bus.publish(event, "agent")
+        self._publish(event, source="agent")
         self._metrics.set_mode(self.name, new.mode)
         # operators may write any reason: it goes to the event and the log; the label stays bounded
-        label = event.reason if event.automatic or event.reason == "config_reload" else "operator"
+        label = event.reason if event.automatic or event.reason in ("config_reload", "config_reload_undone") \
+            else "operator"
         self._metrics.mode_transitions.labels(self.name, event.from_, event.to, label).inc()
         self.last_transition = {"from": event.from_, "to": event.to, "reason": event.reason,
                                 "automatic": event.automatic, "ts_ms": event.ts_ms,
@@ -217,8 +277,9 @@ class ExchangePipeline:
         return HybridSource(
             exchange=self.name, config=self.config, endpoints=self.endpoints, credentials=self.credentials,
             api=self.api, scheduler=self._scheduler, metrics=self._metrics, symbols=self.followed_symbols,
-            book_view=self.book, on_positions=lambda s: self._ingest("ws", s),
-            on_prices=lambda b: self._ingest("ws", b))
+            on_positions=lambda s: self._ingest("ws", s), on_prices=lambda b: self._ingest("ws", b),
+            authoritative=lambda: "ws" in self._feeding and self.plan is not None and self.plan.authority == "ws",
+            on_trouble=lambda reason: self._source_trouble("ws", reason))
 
     # -- observations -> events ------------------------------------------------------------------
 
@@ -232,7 +293,13 @@ class ExchangePipeline:
             self.shadow_observer(origin, observation)
         if isinstance(observation, PositionSnapshot):
             before = self.book.open_symbols()
-            self._bus.publish_all(self.book.apply_positions(observation), observation.source)
+            events: list[Event] = list(self.book.apply_positions(observation))
+            if observation.source == "rest":  # a REST snapshot says whether the view is whole; a WS delta cannot
+                if observation.complete:
+                    events.extend(self._trust_event("positions", "ok", "snapshot_complete"))
+                else:
+                    events.extend(self._trust_event("positions", "degraded", "snapshot_incomplete"))
+            self._publish_all(events, source=observation.source)
             self._metrics.open_positions.labels(self.name).set(len(self.book.positions()))
             if self.book.open_symbols() != before and self.ws is not None and "ws" in self._running:
                 self.ws.follow_symbols_changed()
@@ -255,6 +322,84 @@ class ExchangePipeline:
             self._bus.publish(event, event.source)
         self._schedule_flush()
 
+    # -- identity, trust and the write-ahead lifecycle state ---------------------------------
+
+    def _source_trouble(self, origin: str, reason: str) -> None:
+        """A source says its view is behind (a failed poll, the private stream down)."""
+        if self.plan is None or origin != self.plan.authority or origin not in self._feeding:
+            return  # only the authoritative source's trouble makes the published view untrustworthy
+        self._publish_all(self._trust_event("positions", "degraded", reason), source=origin)
+
+    def _trust_event(self, scope: str, state: str, reason: str) -> list[StatusEvent]:
+        """A status event when ``scope`` changes state (nothing when it stays)."""
+        if scope == "positions":
+            # While the view is behind, a price-driven update would present an old size as fresh.
+            self.book.positions_trusted = state == "ok"
+        current = self.trust.get(scope)
+        if (current["state"] if current else "ok") == state:
+            return []
+        now = _now_ms()
+        self.trust[scope] = {"state": state, "reason": reason, "since_ms": now}
+        self._metrics.exchange_degraded.labels(self.name, scope).set(0 if state == "ok" else 1)
+        level = logging.INFO if state == "ok" else logging.WARNING
+        log.log(level, "exchange view trust changed", extra={
+            "event": "exchange_trust_changed", "exchange": self.name, "scope": scope, "state": state, "reason": reason})
+        seq, event_id = self.ids.next()
+        return [StatusEvent(id=event_id, seq=seq, exchange=self.name, scope=scope, state=state,  # type: ignore[arg-type]
+                            reason=reason, ts_ms=now)]
+
+    def _publish(self, event: Event, *, source: str) -> None:
+        self._publish_all([event], source=source)
+
+    def _publish_all(self, events: Iterable[Event], *, source: str) -> None:
+        """Publish in order; lifecycle events are persisted (write-ahead) before any sink sees them."""
+        batch = list(events)
+        if not batch:
+            return
+        lifecycle = [e for e in batch if coalesce_key(e) is None]
+        if lifecycle and self.lifecycle is not None:
+            self._outbox.extend(lifecycle)
+            self.checkpoint()
+        self._bus.publish_all(batch, source)
+
+    def checkpoint(self) -> None:
+        """Persist positions, trust and the lifecycle events no sink has confirmed yet."""
+        if self.lifecycle is None:
+            return
+        delivered = self._bus.delivered_through(self.name)
+        outbox = [e for e in self._outbox if e.seq > delivered]
+        if len(outbox) > _MAX_OUTBOX_EVENTS:
+            log.error("lifecycle outbox full; the oldest unconfirmed events will not be redelivered",
+                      extra={"event": "lifecycle_outbox_trimmed", "exchange": self.name,
+                             "trimmed": len(outbox) - _MAX_OUTBOX_EVENTS})
+            outbox = outbox[-_MAX_OUTBOX_EVENTS:]
+        self._outbox = outbox
+        self.lifecycle.save(PersistedLifecycle(
+            exchange=self.name, account=self.lifecycle.account, saved_ms=_now_ms(),
+            positions=[HeldPosition(obs=obs, source=src, ts_received_ms=ts) for obs, src, ts in self.book.held()],
+            status={scope: t["state"] for scope, t in self.trust.items()}, outbox=outbox))
+
+    def _restore(self) -> None:
+        """Take back what the last run persisted: redeliver its unconfirmed events, hold its positions."""
+        if self.lifecycle is None or self.book.held():
+            return
+        state = self.lifecycle.load()
+        if state is None:
+            return
+        self.book.restore([(h.obs, h.source, h.ts_received_ms) for h in state.positions])
+        # Until the first complete snapshot the restored sizes are from before the restart.
+        self.book.positions_trusted = False
+        self.trust = {scope: {"state": st, "reason": "restored", "since_ms": state.saved_ms}
+                      for scope, st in state.status.items()}
+        for scope, st in state.status.items():
+            self._metrics.exchange_degraded.labels(self.name, scope).set(0 if st == "ok" else 1)
+        self._outbox = list(state.outbox)
+        if self._outbox:
+            self._metrics.lifecycle_redelivered.labels(self.name).inc(len(self._outbox))
+            self._bus.publish_all(self._outbox, "restore")
+        log.info("lifecycle restored", extra={"event": "lifecycle_restored", "exchange": self.name,
+                                              "positions": len(state.positions), "redelivered": len(self._outbox)})
+
     # -- operating surface -----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -272,13 +417,15 @@ class ExchangePipeline:
             "ready": self.ready,
             "open_positions": len(self.book.positions()),
             "followed_symbols": self.followed_symbols(),
-            "last_event_seq": self.book.seq,
+            "last_event_seq": self.ids.last,
+            "trust": self.trust or {"positions": {"state": "ok", "reason": None, "since_ms": None}},
             "polls": {kind: s.as_dict() for kind, s in self.rest.status.items()},
             "rest": {
                 "clock_offset_ms": api_status.clock_offset_ms,
                 "rate_limit_remaining_ratio": api_status.rate_limit_remaining_ratio,
                 "backoff_until_unix_s": api_status.backoff_until_unix_s,
                 "last_error": api_status.last_error,
+                "last_error_unix_s": api_status.last_error_unix_s,
             },
         }
         if self.ws is not None:

@@ -6,8 +6,15 @@
 - Mark-price subscriptions follow the configured symbols plus every symbol with
   an open position (subscribe on open, unsubscribe on close).
 - Every ``hybrid.reconcile_interval_seconds`` a REST snapshot is compared with
-  the book; disagreements are counted by kind and corrected (the snapshot goes
-  into the book, which emits the correcting events).
+  this source's own view; disagreements are counted by kind and, while this
+  source is authoritative, corrected (the snapshot is handed on, the book emits
+  the correcting events). In shadow mode with a REST primary the view is left
+  as the WebSocket made it, so the comparison still sees what the stream missed.
+- Gap fill: while the private stream is not live and this source is
+  authoritative, REST polls positions every ``rest.positions_interval_seconds``
+  and its complete snapshots are handed on; the stream's own snapshot on
+  reconnect hands back. The owner hears ``private_stream_down`` at once (the
+  view is behind until the first fill) through ``on_trouble``.
 """
 
 from __future__ import annotations
@@ -48,9 +55,11 @@ class HybridSource:
 
     def __init__(self, *, exchange: str, config: ExchangeConfig, endpoints: ResolvedEndpoints,
                  credentials: ApiCredentials | None, api: VenueRestApi, scheduler: AsyncIOScheduler,
-                 metrics: Metrics, symbols: Callable[[], Sequence[str]], book_view: PositionBook,
+                 metrics: Metrics, symbols: Callable[[], Sequence[str]],
                  on_positions: Callable[[PositionSnapshot], None],
-                 on_prices: Callable[[MarkPriceBatch], None]) -> None:
+                 on_prices: Callable[[MarkPriceBatch], None],
+                 authoritative: Callable[[], bool] = lambda: True,
+                 on_trouble: Callable[[str], None] = lambda reason: None) -> None:
         self.exchange = exchange
         self.config = config
         self.api = api
@@ -59,8 +68,12 @@ class HybridSource:
         self._scheduler = scheduler
         self._metrics = metrics
         self._symbols = symbols
-        self._book = book_view
+        # This source's own position view: what it handed on, never what another source fed the book.
+        self.view = PositionBook(exchange, config.venue)
         self._on_positions = on_positions
+        self._authoritative = authoritative
+        self._on_trouble = on_trouble
+        self._private_live = False
         self._on_prices = on_prices
         self._tasks = TaskOwner(f"{exchange}/hybrid")
         self.ready = asyncio.Event()
@@ -104,9 +117,14 @@ class HybridSource:
             on_disconnected=self._note_private_lost, on_notice=self.venue.on_notice)
         self._private_lost_mono = time.monotonic()
         await self.venue.start()
-        self._tasks.spawn("public-consumer", self._consume_public())
-        self._tasks.spawn("private-consumer", self._consume_private())
+        # Consumers apply what they parse downstream; a crash there restarts them (counted), never ends the stream.
+        restarts = self._metrics.task_restarts
+        self._tasks.spawn_supervised("public-consumer", self._consume_public,
+                                     on_restart=restarts.labels(self.exchange, "hybrid/public-consumer").inc)
+        self._tasks.spawn_supervised("private-consumer", self._consume_private,
+                                     on_restart=restarts.labels(self.exchange, "hybrid/private-consumer").inc)
         self._tasks.spawn("resync", self._resync_loop())
+        self._tasks.spawn("gap-fill", self._gap_fill_loop())
         await self.public.subscribe(self._wanted_public_topics())
         await self.private.subscribe(self.venue.private_topics())
         await self.public.start()
@@ -114,6 +132,10 @@ class HybridSource:
         self._scheduler.add_job(self._fire_reconcile, IntervalTrigger(seconds=cfg.hybrid.reconcile_interval_seconds),
                                 id=self._job_id, name=self._job_id, coalesce=True, max_instances=1,
                                 replace_existing=True, misfire_grace_time=None)
+
+    def use_credentials(self, credentials: ApiCredentials | None) -> None:
+        """Authenticate with ``credentials`` from the next ``start`` on (the owner restarts a running source)."""
+        self._credentials = credentials
 
     async def stop(self) -> None:
         """Close both streams, stop the key owner and every task; safe to call twice."""
@@ -130,6 +152,8 @@ class HybridSource:
         self.public = self.private = None
         self.venue = None
         self.ready.clear()
+        self._private_live = False
+        self.view = PositionBook(self.exchange, self.config.venue)
 
     # -- subscriptions ---------------------------------------------------------------------------
 
@@ -161,7 +185,7 @@ class HybridSource:
         # Whatever happened while the stream was down is only in REST: snapshot first, deltas after.
         self.snapshots_taken += 1
         reason = "connect" if generation <= 1 else "reconnect"
-        if not await self._snapshot(reason):
+        if await self._snapshot(reason) is None:
             self._resync_wanted.set()
 
     def _rotate_private(self) -> None:
@@ -197,13 +221,21 @@ class HybridSource:
                 self._metrics.messages_malformed.labels(self.exchange, "ws").inc()
                 continue
             if rows:
-                self._on_positions(PositionSnapshot(positions=tuple(rows), source="ws",
-                                                    ts_received_ms=message.ts_received_ms, complete=False))
+                self._hand_on(PositionSnapshot(positions=tuple(rows), source="ws",
+                                               ts_received_ms=message.ts_received_ms, complete=False))
 
     # -- REST snapshots and reconciliation -------------------------------------------------------
 
+    def _hand_on(self, snapshot: PositionSnapshot) -> None:
+        self.view.apply_positions(snapshot)
+        self._on_positions(snapshot)
+
     async def _snapshot(self, reason: str) -> list[PositionObs] | None:
-        """Take a full REST snapshot into the book; None when REST failed."""
+        """Take a full REST snapshot and hand it on; None when REST failed.
+
+        Any snapshot but a gap fill means the private stream is live again (its deltas
+        follow the snapshot) and a complete one makes the source ready.
+        """
         with tracing.start_span("feedagent.hybrid.snapshot", attributes={
                 "feedagent.exchange": self.exchange, "feedagent.venue": self.config.venue,
                 "feedagent.snapshot.reason": reason}) as span:
@@ -217,13 +249,23 @@ class HybridSource:
                 return None
             complete = self.api.status.last_positions_malformed_rows == 0
             span.set_attribute("feedagent.snapshot.positions", len(rows))
-            self.venue.seed_private(rows)
+            self.venue.seed_private(rows, complete=complete)
             self._metrics.position_snapshots.labels(self.exchange, reason).inc()
-            self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
-                                                complete=complete, as_of_ms=asked_ms))
-            if complete:
-                self.ready.set()
+            self._hand_on(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
+                                           complete=complete, as_of_ms=asked_ms))
+            if reason != "gap_fill":
+                self._private_live = True
+                if complete:
+                    self.ready.set()
             return rows
+
+    async def _gap_fill_loop(self) -> None:
+        """While the private stream is not live and this source is authoritative, REST fills the gap."""
+        interval = self.config.rest.positions_interval_seconds
+        while True:
+            if not self._private_live and self.ready.is_set() and self._authoritative():
+                await self._snapshot("gap_fill")
+            await asyncio.sleep(interval)
 
     async def _resync_loop(self) -> None:
         """Retry a wanted snapshot with capped, jittered backoff until it succeeds."""
@@ -245,7 +287,7 @@ class HybridSource:
         """Compare a REST snapshot with the book, count the disagreements, correct the book."""
         with tracing.start_span("feedagent.hybrid.reconcile", attributes={
                 "feedagent.exchange": self.exchange, "feedagent.venue": self.config.venue}) as span:
-            held = {p.key: p for p in self._book.positions()}
+            held = {p.key: p for p in self.view.positions()}
             asked_ms = _now_ms()
             try:
                 rows = await self.api.fetch_positions()
@@ -267,9 +309,10 @@ class HybridSource:
                 tracing.keep(span, "reconcile_corrected")  # rare and worth a look: exported whatever the ratio
                 log.warning("reconciliation corrected the WebSocket view",
                             extra={"event": "reconcile_corrected", "exchange": self.exchange, **disagreements})
-            self.venue.seed_private(rows)
-            self._on_positions(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
-                                                complete=complete, as_of_ms=asked_ms))
+            if self._authoritative():
+                self.venue.seed_private(rows, complete=complete)
+                self._hand_on(PositionSnapshot(positions=tuple(rows), source="rest", ts_received_ms=_now_ms(),
+                                               complete=complete, as_of_ms=asked_ms))
             return disagreements
 
     # -- health ----------------------------------------------------------------------------------
@@ -293,6 +336,9 @@ class HybridSource:
 
     def _note_private_lost(self, reason: str) -> None:
         self._private_lost_mono = time.monotonic()
+        if self._private_live:
+            self._private_live = False
+            self._on_trouble("private_stream_down")
 
     def counters(self) -> dict[str, int]:
         """Cumulative counts the health checks turn into rates."""

@@ -39,7 +39,9 @@ class PollStatus:
     last_attempt_unix_s: float | None = None
     last_success_unix_s: float | None = None
     last_duration_seconds: float | None = None
-    last_error: str | None = None
+    last_error: str | None = None  # kept after a success: the cause of a rollback is still there when on-call looks
+    last_error_unix_s: float | None = None
+    last_outcome: str | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
@@ -49,6 +51,7 @@ class PollStatus:
             "last_success_unix_s": self.last_success_unix_s,
             "last_duration_seconds": self.last_duration_seconds,
             "last_error": self.last_error,
+            "last_error_unix_s": self.last_error_unix_s,
             "outcomes": dict(self.outcomes),
         }
 
@@ -59,7 +62,8 @@ class RestSource:
     def __init__(self, *, exchange: str, api: VenueRestApi, scheduler: AsyncIOScheduler, metrics: Metrics,
                  positions_interval_seconds: float, prices_interval_seconds: float,
                  clock_sync_interval_seconds: float, symbols: Callable[[], Sequence[str]],
-                 on_positions: PositionsHandler, on_prices: PricesHandler) -> None:
+                 on_positions: PositionsHandler, on_prices: PricesHandler,
+                 on_positions_failed: Callable[[str], None] = lambda reason: None) -> None:
         self.exchange = exchange
         self.api = api
         self._scheduler = scheduler
@@ -67,6 +71,7 @@ class RestSource:
         self._symbols = symbols
         self._on_positions = on_positions
         self._on_prices = on_prices
+        self._on_positions_failed = on_positions_failed
         self._clock_sync_interval_seconds = clock_sync_interval_seconds
         self._tasks = TaskOwner(f"{exchange}/rest")
         self._job_ids: list[str] = []
@@ -117,6 +122,8 @@ class RestSource:
             asked_ms = _now_ms()
             rows = await self._poll(span, "positions", self.api.fetch_positions)
             if rows is None:
+                # the view is now as old as the last success: the owner decides whether to say so
+                self._on_positions_failed(f"rest_{self.status['positions'].last_outcome}")
                 return None
             # A skipped (malformed) row could be an open position: without it, absence no longer means flat.
             complete = self.api.status.last_positions_malformed_rows == 0
@@ -152,26 +159,26 @@ class RestSource:
             result = await call()
         except RestError as exc:
             outcome = exc.outcome
-            status.last_error = f"{type(exc).__name__}: {exc}"
+            status.last_error, status.last_error_unix_s = f"{type(exc).__name__}: {exc}", time.time()
             tracing.set_error(span, outcome)
             log.warning("poll failed", extra={"event": "poll_failed", "exchange": self.exchange, "kind": kind,
                                               "outcome": outcome, "error": str(exc)})
             result = None
         except Exception as exc:  # a bug in one exchange must not stop the others; counted and shown
             outcome = "error"
-            status.last_error = f"{type(exc).__name__}: {exc}"
+            status.last_error, status.last_error_unix_s = f"{type(exc).__name__}: {exc}", time.time()
             tracing.set_error(span, type(exc).__qualname__)
             log.exception("poll crashed", extra={"event": "poll_crashed", "exchange": self.exchange, "kind": kind})
             result = None
         else:
             outcome = "ok"
             status.last_success_unix_s = time.time()
-            status.last_error = None
             self._metrics.last_successful_poll.labels(self.exchange, kind).set(status.last_success_unix_s)
             span.set_attribute("feedagent.poll.items", len(result))
         span.set_attribute("feedagent.rest.outcome", outcome)
         elapsed = time.monotonic() - started
         status.last_duration_seconds = elapsed
+        status.last_outcome = outcome
         status.outcomes[outcome] += 1
         self._metrics.polls.labels(self.exchange, kind, outcome).inc()
         self._metrics.poll_duration.labels(self.exchange, kind).observe(elapsed, exemplar=tracing.exemplar())

@@ -61,7 +61,8 @@ class Metrics:
         self.ws_connects = Counter(
             "feedagent_ws_connects",
             "WebSocket connection attempts, by outcome (ok, timeout, rejected, error, url_error, auth_rejected, "
-            "auth_timeout, closed_during_setup).", [*ws, "outcome"], registry=r)
+            "auth_timeout, closed_during_setup); auth_rejected also counts a Binance listenKey call refused for the "
+            "API key between connects.", [*ws, "outcome"], registry=r)
         self.ws_reconnects = Counter(
             "feedagent_ws_reconnects",
             "Established WebSocket connections that ended and are being replaced, by reason (closed_by_server, "
@@ -124,6 +125,14 @@ class Metrics:
             "feedagent_open_positions", "Positions currently open, per exchange.", ["exchange"], registry=r)
         self.exchange_ready = Gauge(
             "feedagent_exchange_ready", "1 once the exchange delivered its first full snapshot.", ["exchange"], registry=r)
+        self.exchange_degraded = Gauge(
+            "feedagent_exchange_degraded",
+            "1 while a scope of an exchange cannot be trusted (its last status event said degraded).",
+            ["exchange", "scope"], registry=r)
+        self.lifecycle_redelivered = Counter(
+            "feedagent_lifecycle_redelivered",
+            "Lifecycle events published again at start because no sink had confirmed them (same ids).",
+            ["exchange"], registry=r)
 
         # Sinks
         self.sink_queue_depth = Gauge(
@@ -131,7 +140,21 @@ class Metrics:
         self.sink_events_written = Counter(
             "feedagent_sink_events_written", "Events a sink has written.", ["sink"], registry=r)
         self.sink_events_dropped = Counter(
-            "feedagent_sink_events_dropped", "Events a sink dropped because its queue was full.", ["sink", "kind"], registry=r)
+            "feedagent_sink_events_dropped",
+            "Latest-wins events (mark prices) a sink dropped, by reason (coalesced: replaced in the queue by a "
+            "newer one; queue_full: pushed out of a full queue; backlogged: arrived while the sink spilled to "
+            "disk; shutdown: unwritten at stop). Lifecycle events are never dropped.",
+            ["sink", "kind", "reason"], registry=r)
+        self.sink_backlogged = Gauge(
+            "feedagent_sink_backlogged",
+            "1 while a sink is backlogged: its queue filled with lifecycle events, which spill to its on-disk "
+            "spool until the sink catches up.", ["sink"], registry=r)
+        self.sink_spool_events = Gauge(
+            "feedagent_sink_spool_events", "Lifecycle events waiting in a sink's on-disk spool.", ["sink"], registry=r)
+        self.stream_subscribers_dropped = Counter(
+            "feedagent_stream_subscribers_dropped",
+            "Live /v1/events subscribers disconnected, by reason (slow_consumer: it let its queue fill up).",
+            ["reason"], registry=r)
         self.sink_write_errors = Counter(
             "feedagent_sink_write_errors", "Failed sink writes.", ["sink"], registry=r)
 
@@ -218,6 +241,10 @@ class Metrics:
             registry=r)
         self.config_info = Gauge(
             "feedagent_config_info", "The loaded config, by the sha256 of its file.", ["sha256"], registry=r)
+        self.task_restarts = Counter(
+            "feedagent_task_restarts",
+            "Long-running tasks restarted after an unexpected exception, by role (e.g. hybrid/public-consumer).",
+            ["exchange", "task"], registry=r)
         self.config_reloads = Counter(
             "feedagent_config_reloads", "Config reload attempts, by trigger and outcome.", ["trigger", "outcome"],
             registry=r)
@@ -241,6 +268,8 @@ class Metrics:
         for source in ("rest", "ws"):
             self.messages_malformed.labels(exchange, source)
         self.exchange_ready.labels(exchange).set(0)
+        self.exchange_degraded.labels(exchange, "positions").set(0)
+        self.lifecycle_redelivered.labels(exchange)
         self.rest_backoff_until.labels(exchange).set(0)
         for outcome in ("ok", "error"):
             self.reconcile_runs.labels(exchange, outcome)

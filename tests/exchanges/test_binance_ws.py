@@ -218,17 +218,17 @@ def test_mark_price_cache_drops_old_and_duplicate_events(market, frame):
 
 
 def test_mark_price_cache_counts_malformed_events_and_keeps_the_rest(market):
-    payload = (BinanceMarkPriceMsg(e="markPriceUpdate", E=5, s="ETHUSDT", p="junk"),
-               BinanceMarkPriceMsg(e="markPriceUpdate", E=5, s="SOLUSDT", p="238.1"))
+    payload = (BinanceMarkPriceMsg(e="markPriceUpdate", E=SEED_TS, s="ETHUSDT", p="junk"),
+               BinanceMarkPriceMsg(e="markPriceUpdate", E=SEED_TS, s="SOLUSDT", p="238.1"))
     marks, malformed = MarkPriceCache().read("!markPrice@arr@1s", payload)
     assert malformed == 1 and [m.symbol for m in marks] == ["SOLUSDT"]
 
 
 def test_one_broken_array_item_costs_only_itself(market):
     text = json.dumps({"stream": "!markPrice@arr@1s", "data": [
-        {"e": "markPriceUpdate", "E": 5, "s": "ETHUSDT", "p": "1.5", "T": 9},
-        {"e": "markPriceUpdate", "E": 5, "s": "SOLUSDT", "p": 238.4},  # a number where a string belongs
-        {"E": 5, "s": "XRPUSDT", "p": "2.1"}]})  # no event type
+        {"e": "markPriceUpdate", "E": SEED_TS, "s": "ETHUSDT", "p": "1.5", "T": 9},
+        {"e": "markPriceUpdate", "E": SEED_TS, "s": "SOLUSDT", "p": 238.4},  # a number where a string belongs
+        {"E": SEED_TS, "s": "XRPUSDT", "p": "2.1"}]})  # no event type
     result = market.classify(text)
     marks, malformed = MarkPriceCache().read(result.topic, result.payload)
     assert [m.symbol for m in marks] == ["ETHUSDT"] and malformed == 2
@@ -346,7 +346,7 @@ def test_hedge_zero_both_row_never_touches_the_sides(private, frame):
 
 def test_signed_amount_decides_both_and_ps_decides_hedge():
     cache = AccountPositionCache()
-    changed, _ = cache.apply(BinanceAccountUpdateMsg(e="ACCOUNT_UPDATE", E=2, T=2, a=_a([
+    changed, _ = cache.apply(BinanceAccountUpdateMsg(e="ACCOUNT_UPDATE", E=SEED_TS, T=SEED_TS, a=_a([
         row("A", "3"), row("B", "-3"), row("C", "3", "LONG"), row("D", "-3", "SHORT")])))
     assert [(o.symbol, o.position_idx, o.side, o.size) for o in changed] == [
         ("A", 0, "long", "3"), ("B", 0, "short", "3"), ("C", 1, "long", "3"), ("D", 2, "short", "3")]
@@ -419,13 +419,13 @@ def test_liquidation_price_is_kept_only_without_a_change_of_size_entry_or_margin
 
 
 def test_unknown_keys_are_reported_even_when_flat(private):
-    [obs], _ = AccountPositionCache().apply(account_update(private, update([row("XRPUSDT", "0")], E=5)))
+    [obs], _ = AccountPositionCache().apply(account_update(private, update([row("XRPUSDT", "0")], E=SEED_TS)))
     assert obs.size == "0" and not obs.is_open  # harmless to the book, and safe if it held one
 
 
 def test_malformed_rows_are_counted(private):
     text = update([row("ETHUSDT", "1"), row("ETHUSDT", "x"), row("ETHUSDT", "1", "BOTTOM"), {"pa": "1"},
-                   row("", "1")], E=9)
+                   row("", "1")], E=SEED_TS)
     changed, malformed = AccountPositionCache().apply(account_update(private, text))
     assert len(changed) == 1 and malformed == 4
 

@@ -86,8 +86,8 @@ def test_sigterm_flushes_every_accepted_event(tmp_path):
     stdout_events = [decode_event(line) for line in stdout.splitlines()]
     assert file_events == stdout_events, "both sinks hold everything that was accepted"
     for exchange in ("bybit-sim", "binance-sim"):
-        seqs = [e.seq for e in file_events if getattr(e, "seq", None) and e.exchange == exchange]
-        assert seqs == list(range(1, len(seqs) + 1))
+        seqs = [e.seq for e in file_events if e.exchange == exchange]
+        assert seqs == sorted(set(seqs)), "seq strictly increasing"
     assert not (tmp_path / "var" / "agent.json").exists()
     assert all(json.loads(line)["event"] for line in stderr.splitlines()), "logs are JSON lines with an event name"
 

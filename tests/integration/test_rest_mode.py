@@ -49,7 +49,7 @@ async def test_open_resize_close_matches_the_simulator_record(tmp_path, venue):
         closed = [e for e in log.positions(name) if e.change == "closed"][0]
         assert (closed.side, closed.size, closed.source) == ("long", "0", "rest")
         seqs = [e.seq for e in log.positions(name)]
-        assert seqs == list(range(1, len(seqs) + 1))
+        assert seqs == sorted(set(seqs)), "seq strictly increasing"
         assert log.of_kind("mark_price", name), "mark prices flow alongside positions"
 
 

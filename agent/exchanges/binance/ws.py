@@ -134,6 +134,8 @@ class BinancePrivateProtocol(WsProtocol):
 
     max_topics_per_connection = 64
     max_messages_per_second = 5.0
+    credential_in_url = True
+    """The listenKey is the credential: a handshake refused for it is an auth failure (``ws_link``)."""
 
     def __init__(self, private_url: str, listen_keys: ListenKeyManager) -> None:
         self._base = private_url.rstrip("/")

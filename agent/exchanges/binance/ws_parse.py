@@ -16,6 +16,8 @@ and ``E``), which makes the overlap of two connections harmless.
 
 A timestamp beyond ``max_future_ms`` of the receive time (server-corrected) is
 not trusted: the observation gets ``ts_exchange_ms=None`` and the guards ignore it.
+One outside 2015..2100, like a price that is not a bounded decimal, makes the
+event or row malformed (``agent.exchanges.parsing``).
 """
 
 from __future__ import annotations
@@ -27,20 +29,23 @@ from decimal import Decimal
 import msgspec
 
 from agent.core.observations import MarkPriceObs, PositionObs
-from agent.exchanges.binance.parse import POSITION_IDX, position_side
+from agent.exchanges.binance.parse import POSITION_IDX, size_and_side
 from agent.exchanges.binance.schemas import (
     BinanceAccountConfigUpdateMsg, BinanceAccountPositionData, BinanceAccountUpdateMsg, BinanceListenKeyExpiredMsg,
     BinanceMarkPriceMsg, BinanceWsEnvelope,
 )
-from agent.exchanges.parsing import DEFAULT_MAX_FUTURE_MS, TimestampCheck, MalformedRow, optional_decimal, optional_ms, required_decimal, to_decimal
+from agent.exchanges.parsing import (
+    DEFAULT_MAX_FUTURE_MS, BoundedDecoder, MalformedRow, TimestampCheck, optional_decimal, optional_epoch_ms,
+    optional_ms, required_decimal,
+)
 
-_ENVELOPE = msgspec.json.Decoder(BinanceWsEnvelope)
-_MARK_PRICE = msgspec.json.Decoder(BinanceMarkPriceMsg)
-_RAW_ITEMS = msgspec.json.Decoder(tuple[msgspec.Raw, ...])
-_ACCOUNT_UPDATE = msgspec.json.Decoder(BinanceAccountUpdateMsg)
-_ACCOUNT_POSITION = msgspec.json.Decoder(BinanceAccountPositionData)
-_CONFIG_UPDATE = msgspec.json.Decoder(BinanceAccountConfigUpdateMsg)
-_LISTEN_KEY_EXPIRED = msgspec.json.Decoder(BinanceListenKeyExpiredMsg)
+_ENVELOPE = BoundedDecoder(BinanceWsEnvelope)
+_MARK_PRICE = BoundedDecoder(BinanceMarkPriceMsg)
+_RAW_ITEMS = BoundedDecoder(tuple[msgspec.Raw, ...])
+_ACCOUNT_UPDATE = BoundedDecoder(BinanceAccountUpdateMsg)
+_ACCOUNT_POSITION = BoundedDecoder(BinanceAccountPositionData)
+_CONFIG_UPDATE = BoundedDecoder(BinanceAccountConfigUpdateMsg)
+_LISTEN_KEY_EXPIRED = BoundedDecoder(BinanceListenKeyExpiredMsg)
 
 MARK_PRICE_EVENT = "markPriceUpdate"
 ACCOUNT_UPDATE = "ACCOUNT_UPDATE"
@@ -160,7 +165,7 @@ def parse_mark_price(event: BinanceMarkPriceMsg) -> MarkPriceObs | None:
         mark_price=required_decimal(event.p, "p"),
         index_price=optional_decimal(event.i, "i"),
         funding_rate=None if delivery else optional_decimal(event.r, "r"),
-        ts_exchange_ms=optional_ms(event.E),
+        ts_exchange_ms=optional_epoch_ms(event.E, "E"),
     )
 
 
@@ -278,10 +283,11 @@ class AccountPositionCache:
         self.duplicates = 0
         self.implausible = 0
 
-    def seed(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None) -> None:
-        """Take a complete REST snapshot. A position absent from it is flat, unless an event newer than
+    def seed(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None, complete: bool = True) -> None:
+        """Take a REST snapshot. A position absent from a complete one is flat, unless an event newer than
         ``as_of_ms`` (exchange ms, when the snapshot was asked for) says otherwise; a row older than the
-        last event applied to its position is ignored."""
+        last event applied to its position is ignored. An incomplete snapshot (a failed page, a
+        malformed row) speaks only for the rows it carries: absence there proves nothing."""
         seen: set[tuple[str, int]] = set()
         for obs in rows:
             seen.add(obs.key)
@@ -293,6 +299,8 @@ class AccountPositionCache:
                 continue
             keep = slot.order if slot is not None and order is None else order
             self._slots[obs.key] = _Slot(obs, keep)
+        if not complete:
+            return
         for key, slot in self._slots.items():
             if key in seen or slot.obs is None:
                 continue
@@ -324,8 +332,9 @@ class AccountPositionCache:
 
     def _order(self, event_ms: int | str | None, tx_ms: int | str | None,
                received_ms: int | None) -> tuple[int, int] | None:
-        e_ms = optional_ms(event_ms)
-        first = optional_ms(tx_ms) or e_ms
+        """``(T or E, E)`` of an event; None when unknown or not trusted. Raises ``MalformedRow`` for an absurd time."""
+        e_ms = optional_epoch_ms(event_ms, "E")
+        first = optional_epoch_ms(tx_ms, "T") or e_ms
         if first is None:
             return None
         if not self._plausible(first, received_ms) or not self._plausible(e_ms, received_ms):
@@ -334,8 +343,12 @@ class AccountPositionCache:
         return (first, e_ms or 0)
 
     def apply(self, event: BinanceAccountUpdateMsg, *, received_ms: int | None = None) -> tuple[list[PositionObs], int]:
-        """Merge one ``ACCOUNT_UPDATE``; returns the rows that changed and the number of malformed rows."""
-        order = self._order(event.E, event.T, received_ms)
+        """Merge one ``ACCOUNT_UPDATE``; returns the rows that changed and the number of malformed rows
+        (the whole event counts as one when its own time is absurd)."""
+        try:
+            order = self._order(event.E, event.T, received_ms)
+        except MalformedRow:
+            return [], 1
         ts = order[0] if order is not None else None
         changed: list[PositionObs] = []
         malformed = 0
@@ -369,14 +382,11 @@ class AccountPositionCache:
         symbol = row.s.strip()
         if not symbol:
             raise MalformedRow("s (symbol) is empty")
-        amount_text = required_decimal(row.pa, "pa")
-        amount = to_decimal(amount_text, "pa")
+        size, side = size_and_side(required_decimal(row.pa, "pa"), row.ps, "pa")
         idx = POSITION_IDX[row.ps]
         entry = optional_decimal(row.ep, "ep")
-        size = amount_text.lstrip("+-")
         slot = self._slots.get((symbol, idx))
         previous = slot.obs if slot is not None else None
-        side = position_side((amount > 0) - (amount < 0), row.ps)
         liquidation = None
         if (previous is not None and previous.side == side and _same(previous.size, size)
                 and _same(previous.entry_price, entry) and reason not in _MARGIN_REASONS):
@@ -395,9 +405,9 @@ class AccountPositionCache:
             return [], 1
         try:
             leverage = optional_decimal(str(event.ac.l), "l")
+            order = self._order(event.E, event.T, received_ms)
         except MalformedRow:
             return [], 1
-        order = self._order(event.E, event.T, received_ms)
         last = self._config_order.get(symbol)
         if order is not None and last is not None and order <= last:
             self.duplicates += 1
@@ -425,5 +435,8 @@ def listen_key_of(notice: BinanceListenKeyExpiredMsg) -> str | None:
 
 
 def expired_at_ms(notice: BinanceListenKeyExpiredMsg) -> int | None:
-    """``E`` of a ``listenKeyExpired``, sent as an int or as a string."""
+    """``E`` of a ``listenKeyExpired``, sent as an int or as a string.
+
+    Lenient on purpose (junk gives None): the notice must end the connection whatever its ``E`` says.
+    """
     return optional_ms(notice.E)

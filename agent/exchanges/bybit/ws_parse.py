@@ -14,7 +14,9 @@ rows and need no state (``parse_position_frame``).
 Timestamps in a frame are the exchange's. One far in the future (a bogus frame,
 a replay with a broken clock) would make every later frame look old, so a
 timestamp beyond ``max_future_ms`` of the receive time is not trusted: the
-observation gets ``ts_exchange_ms=None`` and the duplicate guard ignores it.
+observation gets ``ts_exchange_ms=None`` and the duplicate guard ignores it. One
+outside 2015..2100, like a price that is not a bounded decimal, makes the
+frame or row malformed (``agent.exchanges.parsing``).
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ from agent.exchanges.bybit.parse import parse_position
 from agent.exchanges.bybit.schemas import (
     BybitCommandRespData, BybitPositionData, BybitPositionMsg, BybitTickerMsg, BybitTickerWsData, BybitWsEnvelope,
 )
-from agent.exchanges.parsing import DEFAULT_MAX_FUTURE_MS, TimestampCheck, MalformedRow, optional_decimal, optional_ms, parse_rows
+from agent.exchanges.parsing import (
+    DEFAULT_MAX_FUTURE_MS, BoundedDecoder, MalformedRow, TimestampCheck, optional_decimal, optional_epoch_ms,
+    optional_ms, parse_rows,
+)
 
-_ENVELOPE = msgspec.json.Decoder(BybitWsEnvelope)
-_TICKER_DATA = msgspec.json.Decoder(BybitTickerWsData)
-_ROWS = msgspec.json.Decoder(tuple[msgspec.Raw, ...])
-_POSITION_ROW = msgspec.json.Decoder(BybitPositionData)
-_COMMAND_RESP = msgspec.json.Decoder(BybitCommandRespData)
+_ENVELOPE = BoundedDecoder(BybitWsEnvelope)
+_TICKER_DATA = BoundedDecoder(BybitTickerWsData)
+_ROWS = BoundedDecoder(tuple[msgspec.Raw, ...])
+_POSITION_ROW = BoundedDecoder(BybitPositionData)
+_COMMAND_RESP = BoundedDecoder(BybitCommandRespData)
 
 TICKER_TOPIC_PREFIX = "tickers."
 POSITION_TOPICS = frozenset({"position", "position.linear", "position.inverse", "position.option"})
@@ -84,10 +89,10 @@ def ticker_msg(env: BybitWsEnvelope) -> BybitTickerMsg:
         raise MalformedFrame("tickers frame without data")
     try:
         data = _TICKER_DATA.decode(env.data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        ts = optional_epoch_ms(env.ts, "ts")
+    except (msgspec.DecodeError, msgspec.ValidationError, MalformedRow) as e:
         raise MalformedFrame(f"tickers data: {e}") from None
-    return BybitTickerMsg(topic=env.topic, type=env.type or "", data=data, ts=optional_ms(env.ts),
-                          cs=optional_ms(env.cs))
+    return BybitTickerMsg(topic=env.topic, type=env.type or "", data=data, ts=ts, cs=optional_ms(env.cs))
 
 
 def position_msg(env: BybitWsEnvelope) -> BybitPositionMsg:
@@ -96,9 +101,10 @@ def position_msg(env: BybitWsEnvelope) -> BybitPositionMsg:
         raise MalformedFrame("position frame without data")
     try:
         rows = _ROWS.decode(env.data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        creation_time = optional_epoch_ms(env.creation_time, "creationTime")
+    except (msgspec.DecodeError, msgspec.ValidationError, MalformedRow) as e:
         raise MalformedFrame(f"position data: {e}") from None
-    return BybitPositionMsg(topic=env.topic, rows=rows, creation_time=optional_ms(env.creation_time))
+    return BybitPositionMsg(topic=env.topic, rows=rows, creation_time=creation_time)
 
 
 def data_payload(env: BybitWsEnvelope) -> object:
@@ -149,7 +155,7 @@ class BybitPositionReader:
         self._category = category
         self._plausible = TimestampCheck(max_future_ms, clock_offset_ms)
 
-    def seed(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None) -> None:
+    def seed(self, rows: Iterable[PositionObs], *, as_of_ms: int | None = None, complete: bool = True) -> None:
         """Nothing to seed: every Bybit position frame carries whole rows."""
 
     def reset(self) -> None:
