@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from agent.shadow.promotion import Promotion, promotion_step
+
 DAY_MS = 86_400_000
 
 
@@ -67,6 +69,7 @@ class Breaker:
     settings: BreakerSettings
     mode: str
     state: BreakerState = field(default_factory=BreakerState)
+    last_promotion: Promotion | None = None  # what the promotion rule said of the latest window (for /status)
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -83,20 +86,18 @@ class Breaker:
         return None
 
     def on_verdict(self, now_ms: int, verdict: str, *, critical: bool = False) -> Decision | None:
-        """A shadow window's verdict (pass, fail, inconclusive, error)."""
+        """A shadow window's verdict (pass, fail, inconclusive, error), judged by the one promotion rule."""
         self._forget_old_transitions(now_ms)
         if self.mode != "shadow":
             return None
-        if verdict == "fail" or critical:
-            self.state.passing_windows = 0
+        step = promotion_step(self.state.passing_windows, verdict, critical=critical,
+                              needed=self.settings.promote_after_passing_windows)
+        self.state.passing_windows = step.streak
+        self.last_promotion = step
+        if step.action == "roll_back":
             return self._trip(now_ms, "shadow_critical" if critical else "shadow_fail")
-        if verdict == "pass":
-            self.state.passing_windows += 1
-            if self.state.passing_windows >= self.settings.promote_after_passing_windows:
-                return self._automatic(now_ms, "hybrid", "shadow_passed")
-            return None
-        # inconclusive and error hold: no evidence, no promotion (and no streak either)
-        self.state.passing_windows = 0
+        if step.action == "promote":
+            return self._automatic(now_ms, "hybrid", "shadow_passed")
         return None
 
     def tick(self, now_ms: int) -> Decision | None:
@@ -135,6 +136,7 @@ class Breaker:
             self.state.open_since_ms = None
         if mode != "shadow":
             self.state.passing_windows = 0
+            self.last_promotion = None
 
     # -- queries -------------------------------------------------------------------------------------
 

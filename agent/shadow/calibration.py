@@ -40,14 +40,15 @@ def divergence_ratio(candidate: Decimal, reference: Decimal) -> float:
     return float(abs(candidate - reference) / reference)
 
 
-def tolerance_in_price(price: Decimal, tick_size: Decimal | None, tolerance_ratio: float) -> Decimal:
-    """The largest difference from ``price`` still a match: max(one tick, ratio x price), in price units.
+def tolerance_in_price(price: Decimal, tick_size: Decimal | None, noise_ratio: float | None) -> Decimal:
+    """The largest difference from ``price`` still a match: one tick plus the noise floor (ratio x price).
 
     Kept in ``Decimal`` so that a difference of exactly one tick is judged exactly.
     A ratio that is not a finite non-negative number counts as zero.
     """
-    floor = Decimal(repr(tolerance_ratio)) * price if 0 <= tolerance_ratio < float("inf") else Decimal(0)
-    return max(tick_size or Decimal(0), floor)
+    ok = noise_ratio is not None and 0 <= noise_ratio < float("inf")
+    floor = Decimal(repr(noise_ratio)) * price if ok else Decimal(0)
+    return (tick_size or Decimal(0)) + floor
 
 
 def tick_ratios(tick_size_by_symbol: Mapping[str, Decimal | str],

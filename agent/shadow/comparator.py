@@ -4,13 +4,19 @@ The WebSocket side is kept as a bounded, time-ordered history per symbol and per
 position key. It is whatever arrives with ``origin="ws"``, including the full
 REST snapshots the hybrid source takes on (re)connect and reconciliation.
 
-- price: one sample per symbol per REST batch; a match when
-  ``|p_ws - p_rest| <= max(tick, noise q99 x p_rest)``. When REST shows a new
-  value, the sample carries ``ws_lead_seconds`` if the WebSocket showed it
-  first; else it is *held* until the WebSocket shows it (``ws_lag_seconds``) or
-  ``max_ws_silence_seconds`` pass (lag ``None``): see ``settled_until_ms``.
-  No WebSocket price for longer than that while REST moved (or ever, since the
-  symbol's first REST poll) is a ``ws_silent`` mismatch.
+- price: one sample per symbol per REST batch, joined with the WebSocket
+  price as of the REST receive time; a match when
+  ``|p_ws - p_rest| <= tick + noise q99 x p_rest`` (the venue's tick size, see
+  ``update_tick_sizes``). A value the WebSocket showed within
+  ``max_ws_lag_seconds`` before or after is the same data sampled at another
+  instant, so the verdict does not depend on when the poll falls relative to
+  the push. When REST shows a new value, the sample carries ``ws_lead_seconds``
+  if the WebSocket showed it first; else it is *held* until the WebSocket
+  shows it (``ws_lag_seconds``) or ``max_ws_silence_seconds`` pass (lag
+  ``None``): see ``settled_until_ms``. No WebSocket price for longer than that
+  while REST moved (or ever, since the symbol was last followed) is a
+  ``ws_silent`` mismatch; a symbol followed again starts afresh (its old
+  WebSocket prices are stale).
 - position: one sample per REST snapshot per key open on either side (or at
   the previous poll). A disagreement counts only once it has lasted longer
   than the grace ``max(poll interval, p99 WS lag)``; until then, no sample.
@@ -111,6 +117,8 @@ class Comparator:
         self._ws_prices: dict[str, list[_Price]] = {}
         self._ws_positions: dict[tuple[str, int], list[_Position]] = {}
         self._rest_first_ms: dict[str, int] = {}
+        self._followed_since: dict[str, int] = {}  # since when each followed symbol has been followed (this time)
+        self._unfollowed_ms: dict[str, int] = {}   # when a symbol stopped being followed
         self._rest_last: dict[str, tuple[int, Decimal]] = {}
         self._rest_changed_ms: dict[str, int] = {}
         self._rest_open_last_ms: dict[tuple[str, int], int] = {}
@@ -165,12 +173,15 @@ class Comparator:
         self._expire(now_ms, out)
         return out
 
-    def flush(self) -> ComparatorOutput:
-        """Release every held price sample now (lag unknown), e.g. on stop."""
+    def flush(self, before_ms: int | None = None) -> ComparatorOutput:
+        """Release held price samples now (lag unknown): all (e.g. on stop), or those taken before ``before_ms``."""
         out = ComparatorOutput([], [])
         for symbol in list(self._held):
-            for held in self._held.pop(symbol):
-                self._release(held, None, out)
+            keep = [h for h in self._held[symbol] if before_ms is not None and h.t_ms >= before_ms]
+            for held in self._held[symbol]:
+                if before_ms is None or held.t_ms < before_ms:
+                    self._release(held, None, out)
+            self._held[symbol] = keep
         return out
 
     def settled_until_ms(self, now_ms: int) -> int:
@@ -191,9 +202,18 @@ class Comparator:
         return self._lags.p99
 
     def noise_floor(self) -> NoiseFloor:
-        """The noise floor in force: the given one, with tick ratios at the latest REST prices."""
+        """The noise floor in force: the given one, with the tick sizes and their ratios at the latest REST prices."""
         ticks = tick_ratios(self._ticks, {s: p for s, (_, p) in self._rest_last.items()})
-        return msgspec.structs.replace(self._floor, tick_ratio_by_symbol={**self._floor.tick_ratio_by_symbol, **ticks})
+        return msgspec.structs.replace(
+            self._floor, tick_ratio_by_symbol={**self._floor.tick_ratio_by_symbol, **ticks},
+            tick_size_by_symbol={**self._floor.tick_size_by_symbol, **{s: str(t) for s, t in self._ticks.items()}})
+
+    def update_tick_sizes(self, tick_size_by_symbol: Mapping[str, Decimal | str]) -> None:
+        """Take newer tick sizes (the venue's instrument list, refreshed); invalid ones are left out."""
+        for symbol, value in tick_size_by_symbol.items():
+            tick = parse_price(value)
+            if tick is not None:
+                self._ticks[symbol] = tick
 
     # -- WebSocket side ----------------------------------------------------------------------
 
@@ -234,6 +254,16 @@ class Comparator:
 
     def _rest_price_batch(self, batch: MarkPriceBatch, trace_id: str | None, out: ComparatorOutput) -> None:
         followed = self._followed()
+        if followed is not None:  # a symbol followed again starts afresh: a new topic, its old prices are stale
+            for symbol in [s for s in self._followed_since if s not in followed]:
+                del self._followed_since[symbol]
+                self._unfollowed_ms[symbol] = batch.ts_received_ms
+            for symbol in followed:
+                if symbol not in self._followed_since:
+                    self._followed_since[symbol] = batch.ts_received_ms
+                    left_ms = self._unfollowed_ms.pop(symbol, None)
+                    if left_ms is not None and symbol in self._ws_prices:
+                        self._ws_prices[symbol] = [e for e in self._ws_prices[symbol] if e.t_ms > left_ms]
         latest = {obs.symbol: obs for obs in batch.prices if followed is None or obs.symbol in followed}
         for symbol in sorted(latest):
             self._rest_price(latest[symbol], batch.ts_received_ms, trace_id, out)
@@ -241,6 +271,7 @@ class Comparator:
     def _rest_price(self, obs: MarkPriceObs, t: int, trace_id: str | None, out: ComparatorOutput) -> None:
         symbol = obs.symbol
         first_ms = self._rest_first_ms.setdefault(symbol, t)
+        since_ms = max(first_ms, self._followed_since.get(symbol, first_ms))
         base: dict[str, Any] = dict(exchange=self.exchange, kind="price", symbol=symbol, ts_ms=t, trace_id=trace_id,
                                     rest_value=obs.mark_price,
                                     rest_staleness_seconds=_age_seconds(t, obs.ts_exchange_ms))
@@ -253,12 +284,12 @@ class Comparator:
         if previous is None or t >= previous[0]:  # an older answer arriving late moves nothing
             self._rest_last[symbol] = (t, price)
             self._rest_changed_ms[symbol] = t if moved else self._rest_changed_ms.get(symbol, -1)
-        tolerance_abs = tolerance_in_price(price, self._ticks.get(symbol), self._floor.tolerance_ratio(symbol))
+        tolerance_abs = tolerance_in_price(price, self._ticks.get(symbol), self._floor.noise_ratio(symbol))
         base["tolerance_ratio"] = float(tolerance_abs / price)
         history = self._ws_prices.get(symbol, [])
         i = bisect.bisect_right(history, t, key=_t) - 1
         if i < 0:
-            if not history and t - first_ms > self._silence_ms:
+            if not history and t - since_ms > self._silence_ms:
                 self._emit(Sample(**base, result="mismatch", mismatch_kind="ws_silent",
                                   detail="no WebSocket price since the symbol's first REST poll"), out)
             else:
@@ -293,9 +324,14 @@ class Comparator:
         """
         match_abs = min(tolerance_abs, abs(price - previous[1]) / 2)
         shown_ms = _first_shown(history, i, price, match_abs, previous[0])
-        if shown_ms is not None:
+        if shown_ms is not None and (sample.result == "match" or self._max_lag_ms <= 0):
             self._lags.add(0.0)
             self._emit(msgspec.structs.replace(sample, ws_lead_seconds=(sample.ts_ms - shown_ms) / 1000), out)
+            return
+        if shown_ms is not None:
+            # the WebSocket showed this value once and moved on: not a lead; wait for it within the lag window
+            self._held.setdefault(sample.symbol, []).append(
+                _Held(sample, price, tolerance_abs, sample.ts_ms, self._max_lag_ms))
             return
         held = self._held.setdefault(sample.symbol, [])
         held.append(_Held(sample, price, match_abs, sample.ts_ms))
@@ -369,7 +405,7 @@ class Comparator:
             row = rows.get(key)
             sample = Sample(exchange=self.exchange, kind="position", symbol=key[0], position_idx=key[1], ts_ms=t,
                             result="match", rest_value=r.text, ws_value=w.text, trace_id=trace_id,
-                            rest_staleness_seconds=_age_seconds(t, row.ts_exchange_ms if row else None),
+                            # no staleness: a position row's time is its last change, not when it was read
                             detail=f"REST {_describe(r)}, WS {_describe(w)}")
             if kind is None:
                 self._pending.pop(key, None)

@@ -64,19 +64,24 @@ class MismatchExample(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NoiseFloor(msgspec.Struct, frozen=True, kw_only=True):
-    """How much difference is noise: one tick, and (when calibrated) REST-vs-REST q99."""
+    """How much difference is noise: one tick plus (when calibrated) the REST-vs-REST q99."""
 
-    tick_ratio_by_symbol: dict[str, float] = {}
+    tick_ratio_by_symbol: dict[str, float] = {}     # one tick over the price
+    tick_size_by_symbol: dict[str, str] = {}        # the venue's tick size (instruments-info / exchangeInfo)
     calibration_q50_ratio: float | None = None
     calibration_q99_ratio: float | None = None
     calibration_samples: int = 0
     calibrated_at_ms: int | None = None
     calibration_q99_ratio_by_symbol: dict[str, float] = {}  # per symbol where calibrated; else the overall q99
 
-    def tolerance_ratio(self, symbol: str) -> float:
-        """The largest divergence still counted as a match for ``symbol``."""
+    def noise_ratio(self, symbol: str) -> float:
+        """The calibrated noise floor of ``symbol`` (its own q99, else the overall one; 0 uncalibrated)."""
         calibrated = self.calibration_q99_ratio_by_symbol.get(symbol, self.calibration_q99_ratio)
-        return max(self.tick_ratio_by_symbol.get(symbol, 0.0), calibrated or 0.0)
+        return calibrated if calibrated is not None and 0 <= calibrated < float("inf") else 0.0
+
+    def tolerance_ratio(self, symbol: str) -> float:
+        """The largest divergence still counted as a match for ``symbol``: one tick plus the noise floor."""
+        return self.tick_ratio_by_symbol.get(symbol, 0.0) + self.noise_ratio(symbol)
 
 
 class SymbolStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agent.shadow.model import CRITICAL_KINDS, SHADOW_SCHEMA_VERSION, NoiseFloor, Sample, WindowVerdict
+from agent.shadow.promotion import promotion
+from agent.shadow.sizing import samples_to_pass
 from agent.shadow.report_fmt import ACTION_WORDS, VERDICT_LABEL, finite, utc, utc_short
 from agent.shadow.report_html import render_html
 from agent.shadow.report_md import render_markdown
@@ -125,9 +127,9 @@ def _exchange_report(store: ShadowStore, exchange: str, since_ms: int, now_ms: i
             "ws_first_ratio": _ratio(sum(1 for s in samples if _pos(s.ws_lead_seconds)),
                                      sum(1 for s in samples if _pos(s.ws_lead_seconds) or _pos(s.ws_lag_seconds))),
         },
-        "staleness": {
-            "rest": _quantiles([s.rest_staleness_seconds for s in samples]),
-            "ws": _quantiles([s.ws_staleness_seconds for s in samples]),
+        "staleness": {  # price samples only: a position row's time is its last change, not its age
+            "rest": _quantiles([s.rest_staleness_seconds for s in samples if s.kind == "price"]),
+            "ws": _quantiles([s.ws_staleness_seconds for s in samples if s.kind == "price"]),
         },
         "timeline": {
             "windows": [_window_json(w) for w in windows],
@@ -145,11 +147,8 @@ def _exchange_report(store: ShadowStore, exchange: str, since_ms: int, now_ms: i
 def _headline(exchange: str, windows: list[WindowVerdict], recent: list[WindowVerdict], samples: list[Sample],
               counts: dict[str, Any], examples: Sequence[Any], floor: dict[str, Any],
               last_change: ModeTransition | None, since_ms: int, now_ms: int, n_promote: int) -> dict[str, Any]:
-    streak = 0
-    for window in reversed(recent):
-        if window.verdict != "pass":
-            break
-        streak += 1
+    rule = promotion(recent, n_promote)
+    streak = rule.streak
     head: dict[str, Any] = {
         "subject": "", "verdict": "inconclusive", "next_action": "hold", "why": "",
         "no_data": not windows, "critical": {}, "critical_total": 0,
@@ -176,26 +175,30 @@ def _headline(exchange: str, windows: list[WindowVerdict], recent: list[WindowVe
                              "end_ms": latest.window_end_ms, "end_utc": utc(latest.window_end_ms),
                              "reason": latest.reason}
     label = VERDICT_LABEL[latest.verdict]
+    # the action comes from the one promotion rule (agent.shadow.promotion); the words here only explain it
+    action = rule.action
+    if not recent or recent[-1].window_end_ms != latest.window_end_ms:
+        # the latest window predates the last mode change: no streak since; a failure still says roll back
+        action = "roll_back" if promotion([latest], n_promote).action == "roll_back" else "hold"
     if critical:
         kinds = ", ".join(f"{n} {k}" for k, n in critical.items())
         symbols = sorted({e.symbol for e in examples
                           if e.kind in critical and e.window_start_ms == latest.window_start_ms})
         on = f" on {', '.join(symbols)}" if symbols else ""
-        action, label = "roll_back", f"{head['critical_total']} critical"
+        label = f"{head['critical_total']} critical"
         why = f"Critical mismatch in the latest window: {kinds}{on}; one confirmed occurrence means roll back."
-    elif latest.verdict == "fail":
-        action, why = "roll_back", f"The latest window failed: {reason}."
-    elif latest.verdict == "pass" and streak >= n_promote:
-        action, why = "promote", f"{streak} consecutive passing windows ({n_promote} needed); latest: {reason}."
+    elif action == "roll_back":
+        why = f"The latest window failed: {reason}."
+    elif action == "promote":
+        why = f"{streak} consecutive passing windows ({n_promote} needed); latest: {reason}."
     elif latest.verdict == "pass":
         since = f" since the change to {last_change.to_mode}" if last_change else ""
-        action = "hold"
         why = f"{streak} of {n_promote} consecutive passing windows needed to promote{since}; latest: {reason}."
         label = f"PASS ({streak}/{n_promote})"
     elif latest.verdict == "error":
-        action, why = "hold", f"The latest window errored: {reason}."
+        why = f"The latest window errored: {reason}."
     else:
-        action, why = "hold", f"The latest window was inconclusive: {reason}."
+        why = f"The latest window was inconclusive: {reason}."
     head.update(next_action=action, why=why, subject=f"{exchange}: {label} — {ACTION_WORDS[action]}")
     return head
 
@@ -219,6 +222,16 @@ def _notes(windows: list[WindowVerdict], samples: list[Sample], counts: dict[str
         notes.append("No noise floor recorded: the tolerance of a price match is unknown.")
     elif not floor["calibrated"]:
         notes.append("No REST-vs-REST calibration: a price matches within one tick only.")
+    priced = sorted({s.symbol for s in samples if s.kind == "price"})
+    unticked = [s for s in priced if s not in floor["tick_size_by_symbol"]]
+    if floor["source"] != "none" and unticked:
+        notes.append(f"Tick size unknown for {', '.join(unticked)} (the venue's instrument list was not read): "
+                     "their price tolerance is the noise floor alone.")
+    if windows and windows[-1].samples < samples_to_pass(windows[-1].max_mismatch_ratio, windows[-1].confidence):
+        need = samples_to_pass(windows[-1].max_mismatch_ratio, windows[-1].confidence)
+        notes.append(f"The latest window had {windows[-1].samples:,} samples; at least {need:,} are needed to show a "
+                     f"mismatch rate ≤ {windows[-1].max_mismatch_ratio:.2%} at {windows[-1].confidence:.0%}: such a "
+                     "window can never pass. Lengthen shadow.window_seconds (or leave it unset).")
     if windows and not samples:
         notes.append("No samples retained for this range: distributions and the symbol table are empty.")
     elif windows and samples[0].ts_ms > windows[0].window_end_ms:
@@ -248,6 +261,8 @@ def _floor_json(floor: NoiseFloor, source: str, symbols: Iterable[str]) -> dict[
         "calibration_samples": floor.calibration_samples,
         "calibration_q99_bp_by_symbol": {s: _bp(r) for s, r in sorted(floor.calibration_q99_ratio_by_symbol.items())},
         "tick_bp_by_symbol": {s: _bp(r) for s, r in sorted(floor.tick_ratio_by_symbol.items())},
+        "tick_size_by_symbol": dict(sorted(floor.tick_size_by_symbol.items())),
+        "noise_bp_by_symbol": {s: _bp(floor.noise_ratio(s)) for s in names},
         "tolerance_bp_by_symbol": {s: _bp(floor.tolerance_ratio(s)) for s in names},
     }
 
@@ -320,6 +335,7 @@ def _symbols(samples: list[Sample]) -> list[dict[str, Any]]:
             "mismatched_by_kind": dict(kinds.most_common()),
             "max_divergence_bp": divergences[-1] if divergences else None,
             "p99_divergence_bp": _q(divergences, 0.99),
+            "tolerance_bp": _q(sorted(t * 1e4 for s in group if (t := finite(s.tolerance_ratio)) is not None), 0.5),
         })
     rows.sort(key=lambda r: (-r["critical"], -(r["mismatch_ratio"] or 0), -r["mismatched"],
                              -(r["p99_divergence_bp"] or 0), r["symbol"]))

@@ -216,10 +216,13 @@ def _tiles(s: dict[str, Any]) -> str:
         worst_sub = f"{pct(worst['mismatch_ratio'])} mismatched"
     else:
         worst_sub = "no mismatches"
+    tolerances = [t for t in floor["tolerance_bp_by_symbol"].values() if t is not None]
+    span = (bp(min(tolerances)) if min(tolerances) == max(tolerances)
+            else f"{bp(min(tolerances))}–{bp(max(tolerances))}") if tolerances else "unknown"
     if floor["calibrated"]:
-        tau = (bp(floor["calibration_q99_bp"]), f"τ = REST-vs-REST q99 of {num(floor['calibration_samples'])}")
+        tau = (span, f"1 tick + REST-vs-REST q99 {bp(floor['calibration_q99_bp'])}")
     else:
-        tau = ("1 tick", "not calibrated") if floor["source"] != "none" else ("unknown", "no noise floor")
+        tau = (span, "1 tick, not calibrated") if floor["source"] != "none" else ("unknown", "no noise floor")
     tiles = [
         ("Samples", num(c["samples"]), f"{num(c['mismatched'])} mismatched · {num(c['ignored'])} ignored"
                                         f" · {num(c['errors'])} errors"),
@@ -227,7 +230,7 @@ def _tiles(s: dict[str, Any]) -> str:
          f"limit {pct(limit)} per window" if limit is not None else "no window"),
         ("Windows passed", f"{c['windows']['pass']} / {c['windows']['total']}",
          f"{c['windows']['fail']} fail · {c['windows']['inconclusive']} inconclusive · {c['windows']['error']} error"),
-        ("Noise floor", *tau),
+        ("Price tolerance", *tau),
         ("WS lead (p50)", seconds(lead["ws_lead_seconds"]["p50_seconds"]),
          f"WS first in {pct(lead['ws_first_ratio'], 0)} of changes"),
         ("Worst symbol", worst["symbol"] if worst else "none", worst_sub),
@@ -376,7 +379,8 @@ def _floor_counts(s: dict[str, Any]) -> str:
         ("Calibrated at", utc_short(f["calibrated_at_ms"]) if f["calibrated_at_ms"] else "not calibrated"),
         ("REST-vs-REST q50", bp(f["calibration_q50_bp"])), ("REST-vs-REST q99", bp(f["calibration_q99_bp"])),
         ("Calibration samples", num(f["calibration_samples"])),
-    ] + [(f"Tolerance {sym} (tick {bp(f['tick_bp_by_symbol'].get(sym))})", bp(t))
+    ] + [(f"Tolerance {sym} (tick {f.get('tick_size_by_symbol', {}).get(sym, 'unknown')} = "
+          f"{bp(f['tick_bp_by_symbol'].get(sym))}, + noise {bp(f.get('noise_bp_by_symbol', {}).get(sym))})", bp(t))
          for sym, t in f["tolerance_bp_by_symbol"].items()]
     count_rows = [("Samples", num(c["samples"])), ("Matched", num(c["matched"])),
                   ("Mismatched", num(c["mismatched"]))]

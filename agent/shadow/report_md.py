@@ -43,11 +43,11 @@ def _exchange(s: dict[str, Any], *, several: bool) -> list[str]:
     verdict = "NO DATA" if head["no_data"] else f"{VERDICT_GLYPH[head['verdict']]} {head['verdict']}"
     out += [f"Next action: **{action}** · verdict {md(verdict)} · {md(head['why'])}", ""]
     floor = s["noise_floor"]
-    tau = bp(floor["calibration_q99_bp"]) if floor["calibrated"] else "1 tick (uncalibrated)"
+    tau = _tolerances(floor)
     out.append(
         f"{num(c['samples'])} samples · {num(c['mismatched'])} mismatched ({pct(c['mismatch_ratio'])}) · "
         f"{num(c['ignored'])} ignored · {num(c['errors'])} errors · windows {c['windows']['pass']}/"
-        f"{c['windows']['total']} pass · noise floor {md(tau)} · WS lead p50 "
+        f"{c['windows']['total']} pass · {md(tau)} · WS lead p50 "
         f"{seconds(s['lead_lag']['ws_lead_seconds']['p50_seconds'])}")
     out.append("")
     for note in head["notes"]:
@@ -78,3 +78,12 @@ def _exchange(s: dict[str, Any], *, several: bool) -> list[str]:
                        f"{values}{div}{detail}{trace}")
         out.append("")
     return out
+
+
+def _tolerances(floor: dict[str, Any]) -> str:
+    """The price tolerance per symbol as used: one tick plus the noise floor."""
+    rows = [f"{sym} {bp(t)}" + (f" (tick {floor['tick_size_by_symbol'][sym]})"
+                                if sym in floor.get("tick_size_by_symbol", {}) else " (tick unknown)")
+            for sym, t in floor["tolerance_bp_by_symbol"].items()]
+    calibrated = f"REST-vs-REST q99 {bp(floor['calibration_q99_bp'])}" if floor["calibrated"] else "uncalibrated"
+    return f"tolerance {', '.join(rows) or 'unknown'}; {calibrated}"

@@ -2,7 +2,10 @@
 
 The pipeline hands every observation of both sources to ``observe`` (sync and
 cheap: the comparison never stalls the primary). A named task closes a window
-every ``window_seconds`` once its held samples have settled, judges it, writes
+every ``window_seconds`` (sized by ``agent.shadow.sizing`` unless configured),
+or as soon as it can only fail (a critical mismatch, WebSocket silence, or more
+mismatches than the rest of the window could outweigh: ``fails_already``),
+once its held samples have settled, judges it, writes
 samples, examples and the verdict to the store (off the event loop), updates
 the metrics and tells ``on_verdict`` (the breaker).
 """
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from agent.config.models import ExchangeConfig
@@ -22,8 +26,10 @@ from agent.exchanges.base import VenueRestApi
 from agent.shadow.calibration import RestPairCalibrator
 from agent.shadow.comparator import Comparator, ComparatorOutput
 from agent.shadow.model import CRITICAL_KINDS, MismatchExample, NoiseFloor, Sample, WindowVerdict
+from agent.shadow.promotion import is_critical  # noqa: F401 - re-exported for the controller
+from agent.shadow.sizing import window_sizing
 from agent.shadow.store import ShadowStore
-from agent.shadow.verdict import judge_window
+from agent.shadow.verdict import fails_already, judge_window
 from agent.telemetry import tracing
 from agent.telemetry.metrics import Metrics
 from agent.transport.errors import RestError
@@ -59,6 +65,9 @@ class ShadowRunner:
         self.last_verdict: WindowVerdict | None = None
         self.window_start_ms: int | None = None
         self.calibrating = False
+        self._open: list[Any] = [0, 0, False]  # mismatches, judged samples, decisive: of the window now open
+        self._close_now = asyncio.Event()
+        self._closing_start: int | None = None  # the window whose closing began (so stop never closes it twice)
         self._init_metrics()
 
     def _init_metrics(self) -> None:
@@ -81,8 +90,15 @@ class ShadowRunner:
         self._tasks.spawn("windows", self._run())
 
     async def stop(self) -> None:
-        """Stop judging; samples of the unfinished window are dropped (a partial window proves nothing)."""
+        """Stop judging. Samples of the unfinished window are dropped (a partial window proves nothing good),
+        unless it can only fail: then it is judged, so that the record names what failed even when a health
+        check rolled the exchange back first."""
         await self._tasks.cancel_all(timeout_seconds=2.0)
+        start = self.window_start_ms
+        if (self.comparator is not None and start is not None and self._close_now.is_set()
+                and self._closing_start != start):
+            self._take(self.comparator.flush())
+            await self._close_window(start, max(start + 1, _now_ms() + 1))
         self.comparator = None
         self._samples.clear()
         self._examples.clear()
@@ -94,23 +110,38 @@ class ShadowRunner:
             await asyncio.to_thread(self.store.add_calibration, self.exchange, self.noise_floor, ts_ms=_now_ms())
         self.comparator = Comparator(
             self.exchange, poll_interval_seconds=self.config.rest.prices_interval_seconds,
-            noise_floor=self.noise_floor, ignore_rules=shadow.ignore,
+            tick_size_by_symbol=await self._tick_sizes(), noise_floor=self.noise_floor, ignore_rules=shadow.ignore,
             max_ws_silence_seconds=shadow.max_ws_silence_seconds, max_ws_lag_seconds=shadow.max_ws_lag_seconds,
             grace_seconds=shadow.grace_seconds, trace_id_provider=self._trace_id_provider,
-            symbols=lambda: set(self._symbols()), window_seconds=shadow.window_seconds,
+            symbols=lambda: set(self._symbols()), window_seconds=window_sizing(self.config).window_seconds,
             max_examples_per_window=shadow.max_examples_per_window)
-        window_ms = int(shadow.window_seconds * 1000)
         self.window_start_ms = _now_ms()
         while True:
-            end_ms = self.window_start_ms + window_ms
-            await asyncio.sleep(max(0.0, (end_ms - _now_ms()) / 1000))
+            end_ms = self.window_start_ms + int(window_sizing(self.config).window_seconds * 1000)
+            self._count_window()
+            try:  # a window that can only fail closes as soon as that is certain (critical, silence, curtailment)
+                await asyncio.wait_for(self._close_now.wait(), max(0.0, (end_ms - _now_ms()) / 1000))
+                end_ms = min(end_ms, _now_ms() + 1)
+                self._take(self.comparator.flush(before_ms=end_ms))  # its verdict is known: no lag to wait for
+            except TimeoutError:
+                pass
             # held samples (lag not known yet) must settle before the window can be judged
             while self.comparator.settled_until_ms(_now_ms()) < end_ms:
                 self._take(self.comparator.advance(_now_ms()))
                 await asyncio.sleep(0.05)
             self._take(self.comparator.advance(_now_ms()))
             await self._close_window(self.window_start_ms, end_ms)
+            self.comparator.update_tick_sizes(await self._tick_sizes())  # cached; refreshed daily by the adapter
             self.window_start_ms = end_ms
+
+    async def _tick_sizes(self) -> dict[str, Decimal]:
+        """The venue's tick size of every followed symbol; none when the venue cannot say (tolerance: noise only)."""
+        try:
+            return await self._api.tick_sizes(list(self._symbols()))
+        except RestError as e:
+            log.warning("tick sizes unavailable; the price tolerance is the noise floor alone until they are",
+                        extra={"event": "tick_sizes_unavailable", "exchange": self.exchange, "error": str(e)})
+            return {}
 
     async def _calibrate(self, seconds: float) -> NoiseFloor:
         """REST vs REST (Diffy's second control): two polls a round trip apart measure the noise."""
@@ -151,8 +182,33 @@ class ShadowRunner:
         if self.comparator is not None:
             self._take(self.comparator.observe_error(kind, _now_ms()))  # type: ignore[arg-type]
 
+    def _count_window(self) -> None:
+        """Start the counts of the window now open from the samples already in it."""
+        self._open = [0, 0, False]
+        self._close_now.clear()
+        self._count(self._samples)
+
+    def _count(self, samples: Sequence[Sample]) -> None:
+        """Add samples of the open window to its counts; wake the loop when the window can only fail."""
+        start = self.window_start_ms
+        judged = [s for s in samples if start is not None and s.ts_ms >= start and s.result in ("match", "mismatch")]
+        if not judged:
+            return
+        for s in judged:
+            self._open[1] += 1
+            if s.result == "mismatch":
+                self._open[0] += 1
+                self._open[2] = self._open[2] or s.mismatch_kind in CRITICAL_KINDS or s.mismatch_kind == "ws_silent"
+        sizing = window_sizing(self.config)
+        shadow = self.config.shadow
+        if fails_already(self._open[0], self._open[1], decisive=bool(self._open[2]),
+                         expected=sizing.expected_samples, max_mismatch_ratio=shadow.max_mismatch_ratio,
+                         confidence=shadow.confidence):
+            self._close_now.set()
+
     def _take(self, out: ComparatorOutput) -> None:
         m, ex = self._metrics, self.exchange
+        self._count(out.samples)
         for sample in out.samples:
             m.shadow_samples.labels(ex, sample.kind, sample.result).inc()
             if sample.divergence_ratio is not None:  # exemplar: the REST poll's trace (held samples settle later)
@@ -170,6 +226,7 @@ class ShadowRunner:
     # -- windows ---------------------------------------------------------------------------------
 
     async def _close_window(self, start_ms: int, end_ms: int) -> WindowVerdict:
+        self._closing_start = start_ms
         with tracing.start_span("feedagent.shadow.window", attributes={
                 "feedagent.exchange": self.exchange, "feedagent.venue": self.config.venue,
                 "feedagent.shadow.primary": self.config.shadow.primary,
@@ -181,7 +238,8 @@ class ShadowRunner:
             self._examples = [e for e in self._examples if e.ts_ms >= end_ms]
             assert self.comparator is not None
             verdict = judge_window(inside, exchange=self.exchange, window_start_ms=start_ms, window_end_ms=end_ms,
-                                   min_samples=shadow.min_samples, max_mismatch_ratio=shadow.max_mismatch_ratio,
+                                   min_samples=window_sizing(self.config).min_samples,
+                                   max_mismatch_ratio=shadow.max_mismatch_ratio,
                                    confidence=shadow.confidence, noise_floor=self.comparator.noise_floor(),
                                    primary=shadow.primary)
             await asyncio.to_thread(self.store.record_window, verdict, inside, examples)
@@ -209,7 +267,8 @@ class ShadowRunner:
         return {
             "calibrating": self.calibrating,
             "window_start_ms": self.window_start_ms,
-            "window_seconds": self.config.shadow.window_seconds,
+            "window_seconds": window_sizing(self.config).window_seconds,
+            "min_samples": window_sizing(self.config).min_samples,
             "pending_samples": len(self._samples),
             "noise_floor": {"calibration_q99_ratio": self.noise_floor.calibration_q99_ratio,
                             "calibration_samples": self.noise_floor.calibration_samples},
@@ -218,11 +277,6 @@ class ShadowRunner:
                 "window_end_ms": v.window_end_ms, "samples": v.samples, "mismatches": v.mismatches,
                 "critical": v.critical},
         }
-
-
-def is_critical(verdict: WindowVerdict) -> bool:
-    """Whether a window saw a critical mismatch kind (missed close, ghost)."""
-    return any(verdict.critical.get(kind) for kind in CRITICAL_KINDS)
 
 
 def _now_ms() -> int:

@@ -1,4 +1,4 @@
-"""Window verdicts and the next action (pure): Kayenta's critical metrics, Argo's inconclusive, Wilson gating.
+"""Window verdicts (pure): Kayenta's critical metrics, Argo's inconclusive, Wilson gating.
 
 In order, for the samples of one window:
 
@@ -16,10 +16,11 @@ samples") keeps the verdict monotone: adding mismatches never improves it.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from agent.shadow.model import CRITICAL_KINDS, NextAction, NoiseFloor, Sample, SymbolStats, WindowVerdict
+from agent.shadow.model import CRITICAL_KINDS, NoiseFloor, Sample, SymbolStats, WindowVerdict
 from agent.shadow.stats import quantile, wilson_interval
 
 _VERDICT_RANK = {"pass": 0, "inconclusive": 1, "fail": 2}
@@ -61,9 +62,9 @@ def judge_window(samples: Iterable[Sample], *, exchange: str, window_start_ms: i
         symbols=symbol_stats(chosen), noise_floor=floor, primary=primary, confidence=confidence,
         ws_lead_p50_seconds=quantile(lead, 0.5), ws_lag_p99_seconds=quantile(lag, 0.99),
         ws_staleness_p99_seconds=quantile((s.ws_staleness_seconds for s in judged
-                                           if s.ws_staleness_seconds is not None), 0.99),
+                                           if s.kind == "price" and s.ws_staleness_seconds is not None), 0.99),
         rest_staleness_p99_seconds=quantile((s.rest_staleness_seconds for s in judged
-                                             if s.rest_staleness_seconds is not None), 0.99))
+                                             if s.kind == "price" and s.rest_staleness_seconds is not None), 0.99))
 
 
 def _decide(chosen: list[Sample], judged: list[Sample], mismatched: list[Sample], errors: int,
@@ -118,25 +119,20 @@ def _worst_first(row: SymbolStats) -> tuple[int, float, int, float, str]:
     return (-critical, -ratio, -row.mismatches, -(row.max_divergence_ratio or 0.0), row.symbol)
 
 
-def next_action(verdicts: Sequence[WindowVerdict], consecutive_passes_to_promote: int) -> tuple[NextAction, str]:
-    """Roll back on a fail in the latest window; promote after N consecutive passes; else hold."""
-    if not verdicts:
-        return "hold", "no window judged yet; no data is not a pass"
-    ordered = sorted(verdicts, key=lambda v: v.window_end_ms)
-    latest = ordered[-1]
-    if latest.verdict == "fail":
-        what = "a critical mismatch" if latest.critical else "a failed window"
-        return "roll_back", f"{what} in the latest window: {latest.reason}"
-    streak = 0
-    for verdict in reversed(ordered):
-        if verdict.verdict != "pass":
-            break
-        streak += 1
-    if streak >= consecutive_passes_to_promote:
-        return "promote", f"{streak} consecutive passing windows ({consecutive_passes_to_promote} needed)"
-    if latest.verdict == "pass":
-        return "hold", f"{streak} of {consecutive_passes_to_promote} consecutive passing windows needed to promote"
-    return "hold", f"the latest window was {latest.verdict}: {latest.reason}"
+def fails_already(mismatches: int, judged: int, *, decisive: bool, expected: int, max_mismatch_ratio: float,
+                  confidence: float = 0.95) -> bool:
+    """Whether a window still open can only end in ``fail``, so it may close now (curtailment).
+
+    ``decisive``: it holds a confirmed critical mismatch or a WebSocket silence (rules 1 and 2 fail it
+    whatever else comes). Otherwise: ``mismatches`` of ``judged`` so far fail it even if every sample
+    still to come matched, up to 1.5 x the ``expected`` count of the whole window.
+    """
+    if decisive:
+        return True
+    if mismatches == 0:
+        return False
+    low, _ = wilson_interval(mismatches, max(judged, math.ceil(1.5 * expected)), confidence)
+    return low > max_mismatch_ratio
 
 
 def verdict_rank(verdict: str) -> int | None:

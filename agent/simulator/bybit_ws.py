@@ -21,7 +21,7 @@ from aiohttp import web
 from agent.simulator import bybit_wire as wire
 from agent.simulator.auth import hmac_sha256_hex
 from agent.simulator.faults import Fault
-from agent.simulator.instruments import round_to_step
+from agent.simulator.market import BookSizeWalk
 from agent.simulator.positions import PositionChange
 from agent.simulator.rest_common import VenueContext, json_response
 from agent.simulator.ws_common import WsConnection, new_response
@@ -61,8 +61,7 @@ class BybitWs:
     def __init__(self, ctx: VenueContext, hub: WsHub, *, seed: int) -> None:
         self.ctx = ctx
         self.hub = hub
-        self._rng = random.Random(f"{seed}/bybit-ws-book")
-        self._book: dict[str, tuple[Decimal, Decimal]] = {}
+        self._book = BookSizeWalk(seed=seed)
         self._last_price: dict[str, tuple[Decimal, str]] = {}
         self._cs = 9_500_000_000 + random.Random(f"{seed}/bybit-ws-cs").randrange(1_000_000)
         hub.attach(self)
@@ -238,15 +237,13 @@ class BybitWs:
     def _ticker(self, symbol: str, now: int) -> dict[str, Any]:
         market = self.ctx.market
         spec, quote = market.spec("bybit", symbol), market.quote("bybit", symbol)
-        if symbol not in self._book:
-            self._book[symbol] = (spec.step * 52, spec.step * 37)
         last, direction = self._last_price.get(symbol, (quote.last_price, "ZeroPlusTick"))
         if quote.last_price != last:
             direction = "PlusTick" if quote.last_price > last else "MinusTick"
         elif direction in ("PlusTick", "MinusTick"):
             direction = "Zero" + direction
         self._last_price[symbol] = (quote.last_price, direction)
-        bid, ask = self._book[symbol]
+        bid, ask = self._book.sizes(spec)
         mark = drifted_mark(self.ctx.faults, "bybit", symbol, quote.mark_price, spec.tick)
         return wire.ws_ticker_row(spec, quote, now, mark_price=mark, tick_direction=direction,
                                   bid_size=bid, ask_size=ask)
@@ -268,7 +265,7 @@ class BybitWs:
         symbols = {t.partition(".")[2] for c in conns for t in c.subscriptions}
         rows = {}
         for symbol in sorted(symbols):
-            self._move_book(symbol)
+            self._book.step(self.ctx.market.spec("bybit", symbol))
             rows[symbol] = self._ticker(symbol, now)
         self._cs += 1
         for conn in conns:
@@ -288,15 +285,6 @@ class BybitWs:
                 # A silenced frame was never sent, so the next delta still carries its changes.
                 if conn.send_data(frame):
                     last.update(delta)
-
-    def _move_book(self, symbol: str) -> None:
-        spec = self.ctx.market.spec("bybit", symbol)
-        bid, ask = self._book.get(symbol, (spec.step * 52, spec.step * 37))
-        self._book[symbol] = (self._resize(bid, spec.step), self._resize(ask, spec.step))
-
-    def _resize(self, size: Decimal, step: Decimal) -> Decimal:
-        moved = size * Decimal(str(round(self._rng.uniform(0.8, 1.25), 3)))
-        return max(round_to_step(moved, step), step)
 
     # -- position pushes ---------------------------------------------------------------------
 

@@ -43,6 +43,10 @@ class SimulatorConfig:
         Largest relative mark-price move per tick.
     price_band_ratio
         The walk stays within this ratio of each symbol's start price.
+    binance_mark_price_update_interval_seconds
+        Binance computes its mark price once a second (``premiumIndex`` ``time`` sits on the
+        second): the walk moves Binance prices at most this often, so REST and the ``@markPrice@1s``
+        stream show the same computed values, as on the venue. 0 moves them on every walk step.
     autopilot_max_positions_per_venue
         The autopilot opens no more positions than this per venue.
     bybit_private_limits_per_second, bybit_default_private_limit_per_second
@@ -95,6 +99,7 @@ class SimulatorConfig:
     initial_positions_per_venue: int = 0
     max_price_step_ratio: float = 0.0004
     price_band_ratio: float = 0.10
+    binance_mark_price_update_interval_seconds: float = 1.0
     autopilot_max_positions_per_venue: int = 6
     bybit_private_limits_per_second: Mapping[str, int] = field(default_factory=dict)
     bybit_default_private_limit_per_second: int = 10
@@ -118,7 +123,8 @@ class SimulatorConfig:
     ws_frames_recorded_per_connection: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("price_tick_interval_seconds", "position_change_interval_seconds"):
+        for name in ("price_tick_interval_seconds", "position_change_interval_seconds",
+                     "binance_mark_price_update_interval_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, was {getattr(self, name)}")
         positive = ("max_price_step_ratio", "price_band_ratio", "autopilot_max_positions_per_venue",

@@ -115,6 +115,7 @@ class ControlApi:
             web.post("/market/{venue}/mode", self.set_mode),
             web.get("/autopilot", self.autopilot),
             web.post("/autopilot", self.set_autopilot),
+            web.post("/credentials/{venue}", self.rotate_credentials),
         ]
 
     async def endpoints(self, request: web.Request) -> web.Response:
@@ -239,6 +240,20 @@ class ControlApi:
         else:
             raise ControlError(f"'action' must be pause or resume, was {action!r}")
         return json_response(self._autopilot_state())
+
+    async def rotate_credentials(self, request: web.Request) -> web.Response:
+        """POST /_sim/credentials/{venue} {["api_key"], ["api_secret"]}: the venue accepts only the new pair.
+
+        A part left out keeps its value, except that an empty body makes a new secret.
+        """
+        venue = _venue(request)
+        body = await _body(request)
+        values = {name: body.get(name) for name in ("api_key", "api_secret")}
+        for name, value in values.items():
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ControlError(f"{name!r} must be a non-empty string")
+        creds = self.sim.rotate_credentials(venue, **values)
+        return json_response({"venue": venue, "api_key": creds.api_key, "api_secret": creds.api_secret})
 
     def _autopilot_state(self) -> dict[str, Any]:
         market = self.sim.market

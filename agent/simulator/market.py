@@ -7,6 +7,7 @@ from seeded ``random.Random`` instances, so a test can replay a run exactly.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -67,6 +68,7 @@ class MarketModel:
         self._seq = 5_700_000_000 + random.Random(f"{seed}/seq").randrange(1_000_000)
         self._bybit_hedge: set[str] = set(config.bybit_hedge_symbols)
         self._binance_dual_side = config.binance_dual_side_position
+        self._mark_period: dict[str, int] = {}
 
     # -- listeners ---------------------------------------------------------------------------
 
@@ -85,7 +87,7 @@ class MarketModel:
                 callback(event)
             except Exception:
                 # A broken listener (a WebSocket fan-out) must not stop the market.
-                log.exception("simulator market listener failed")
+                log.exception("simulator market listener failed", extra={"event": "simulator_listener_failed"})
 
     # -- pause -------------------------------------------------------------------------------
 
@@ -132,6 +134,8 @@ class MarketModel:
         now = self._clock() if now_ms is None else now_ms
         ticks = []
         for venue in VENUES:
+            if not self._mark_due(venue, now):
+                continue
             for spec in self._specs[venue].values():
                 tick = self._walk(venue, spec, now)
                 if tick is not None:
@@ -139,6 +143,17 @@ class MarketModel:
         for tick in ticks:
             self._emit(tick)
         return ticks
+
+    def _mark_due(self, venue: str, now: int) -> bool:
+        """Whether ``venue`` computes a new mark price at ``now`` (Binance: once per clock second)."""
+        interval_ms = round(self._config.binance_mark_price_update_interval_seconds * 1000)
+        if venue != "binance" or interval_ms <= 0:
+            return True
+        period = now // interval_ms
+        if self._mark_period.get(venue) == period:
+            return False
+        self._mark_period[venue] = period
+        return True
 
     def _walk(self, venue: str, spec: SymbolSpec, now: int) -> PriceTick | None:
         old = self._quotes[venue][spec.symbol]
@@ -325,6 +340,51 @@ class MarketModel:
         if venue not in self._specs:
             raise MarketError(f"unknown venue {venue!r}")
         return self._specs[venue]
+
+
+class BookSizeWalk:
+    """Top-of-book sizes (best bid and ask quantity) per symbol, moved one step per ticker beat (pure).
+
+    Each size wanders around where it started (52 and 37 qty steps) and comes back: a
+    mean-reverting walk of the logarithm, ``x' = 0.9·x + ε`` with ``ε`` uniform in
+    ±``_BOOK_LOG_STEP``, clamped to 1..``_BOOK_MAX_FACTOR``× the start. A plain multiplicative
+    walk has a positive drift in the logarithm and overflows ``Decimal`` within minutes.
+    Seeded, so a run replays exactly.
+    """
+
+    def __init__(self, *, seed: int) -> None:
+        self._rng = random.Random(f"{seed}/bybit-ws-book")
+        self._sizes: dict[str, tuple[Decimal, Decimal]] = {}
+        self._logs: dict[str, tuple[float, float]] = {}
+
+    def sizes(self, spec: SymbolSpec) -> tuple[Decimal, Decimal]:
+        """The current ``(bid size, ask size)`` of ``spec``'s symbol."""
+        if spec.symbol not in self._sizes:
+            self._sizes[spec.symbol] = (spec.step * _BOOK_START[0], spec.step * _BOOK_START[1])
+            self._logs[spec.symbol] = (0.0, 0.0)
+        return self._sizes[spec.symbol]
+
+    def step(self, spec: SymbolSpec) -> tuple[Decimal, Decimal]:
+        """Move both sizes one step; returns the new ``(bid size, ask size)``."""
+        self.sizes(spec)
+        logs = tuple(_BOOK_REVERSION * x + self._rng.uniform(-_BOOK_LOG_STEP, _BOOK_LOG_STEP)
+                     for x in self._logs[spec.symbol])
+        self._logs[spec.symbol] = (logs[0], logs[1])
+        bid, ask = (_book_size(start, x, spec.step) for start, x in zip(_BOOK_START, logs, strict=True))
+        self._sizes[spec.symbol] = (bid, ask)
+        return bid, ask
+
+
+# Where the top-of-book sizes start (in qty steps), how fast they come back, and their bounds.
+_BOOK_START = (52, 37)
+_BOOK_REVERSION = 0.9
+_BOOK_LOG_STEP = 0.25
+_BOOK_MAX_FACTOR = 20
+
+
+def _book_size(start_steps: int, log_ratio: float, step: Decimal) -> Decimal:
+    factor = min(max(math.exp(log_ratio), 1 / start_steps), _BOOK_MAX_FACTOR)
+    return max(round_to_step(step * start_steps * Decimal(repr(round(factor, 6))), step), step)
 
 
 def _initial_quote(spec: SymbolSpec, now: int) -> Quote:

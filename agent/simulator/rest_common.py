@@ -21,9 +21,10 @@ INVALID_JSON_BODY = (b"<html><head><title>502 Bad Gateway</title></head>"
 _NUMERIC = re.compile(r"^-?\d+(\.\d+)?$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Credentials:
-    """The API key and secret one venue accepts."""
+    """The API key and secret one venue accepts; ``Simulator.rotate_credentials`` replaces them in place
+    (every handler of the venue holds this one object)."""
 
     api_key: str
     api_secret: str

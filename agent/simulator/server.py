@@ -8,7 +8,7 @@ import logging
 import secrets
 import string
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +24,7 @@ from agent.simulator.faults import FaultRegistry
 from agent.simulator.market import MarketModel, wall_clock_ms
 from agent.simulator.positions import ChangeRecord
 from agent.simulator.rest_common import Credentials, VenueContext
-from agent.simulator.ws_common import WsConnection
+from agent.simulator.ws_common import POLICY_VIOLATION, WsConnection
 from agent.simulator.ws_hub import WsHub
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,27 @@ class Simulator:
         """Recent and live WebSocket connections (with their recorded frames), oldest first."""
         return self.ws.connections(venue, stream)
 
+    def rotate_credentials(self, venue: str, *, api_key: str | None = None,
+                           api_secret: str | None = None) -> Credentials:
+        """Make ``venue`` accept only a new key pair (a part not given stays; neither given: a new secret).
+
+        The old pair is refused from now on and the venue's private WebSocket connections are
+        closed (a revoked key's sessions end), so clients authenticate again.
+        """
+        creds = self.credentials[venue]
+        if api_key is None and api_secret is None:
+            api_secret = _random_key(len(creds.api_secret))
+        creds.api_key = api_key or creds.api_key
+        creds.api_secret = api_secret or creds.api_secret
+        if self.endpoints is not None:
+            venue_endpoints = replace(getattr(self.endpoints, venue), api_key=creds.api_key,
+                                      api_secret=creds.api_secret)
+            self.endpoints = replace(self.endpoints, **{venue: venue_endpoints})
+        for conn in self.ws.live(venue, "private"):
+            conn.request_close(POLICY_VIOLATION, "credentials_rotated", flush=False)
+        log.info("simulator credentials rotated", extra={"event": "simulator_credentials_rotated", "venue": venue})
+        return creds
+
     def build_app(self) -> web.Application:
         """The root application: ``/bybit``, ``/binance`` and ``/_sim`` sub-applications.
 
@@ -206,7 +227,7 @@ class Simulator:
             try:
                 step()
             except Exception:
-                log.exception("simulator step failed")
+                log.exception("simulator step failed", extra={"event": "simulator_step_failed"})
 
     async def stop(self, timeout_seconds: float = 5.0) -> None:
         """Close WebSocket connections, cancel the loops (with a timeout), close the server; safe twice

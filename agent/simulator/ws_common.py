@@ -20,7 +20,9 @@ from aiohttp import WSMsgType, web
 from agent.simulator.faults import FaultRegistry
 from agent.simulator.ratelimit import RollingWindowLimiter
 from agent.simulator.rest_common import dumps
-from agent.simulator.ws_faults import WS_DELAY, WS_IGNORE_PING, WS_MALFORMED, WS_SILENCE, malformed_frames
+from agent.simulator.ws_faults import (
+    WS_DELAY, WS_IGNORE_PING, WS_MALFORMED, WS_SILENCE, malformed_frames, silenced,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,15 @@ class WsConnection:
         """Queue a data frame through ws_silence and ws_malformed; False if it was not sent."""
         if self.closed or self.muted:
             return False
-        if self._faults.take(self.venue, WS_SILENCE.name, stream=self.fault_stream) is not None:
-            self.count("silenced_frames")
-            return False
+        silence = self._faults.peek(self.venue, WS_SILENCE.name, stream=self.fault_stream)
+        if silence is not None:
+            kept = silenced(payload, silence)
+            if kept is not payload:
+                self._faults.take(self.venue, WS_SILENCE.name, stream=self.fault_stream)
+                self.count("silenced_frames")
+            if kept is None:
+                return False
+            payload = kept
         text = dumps(payload)
         fault = self._faults.take(self.venue, WS_MALFORMED.name, stream=self.fault_stream)
         texts = [text] if fault is None else malformed_frames(self.venue, payload, text, fault)
@@ -159,7 +167,7 @@ class WsConnection:
                 self.count(f"{label}_frames_sent")
         except (ConnectionError, RuntimeError) as e:
             # The peer went away under us; the read loop sees it too and records the close.
-            log.debug("simulator ws write failed: %s", e)
+            log.debug("simulator ws write failed", extra={"event": "simulator_ws_write_failed", "error": str(e)})
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ WS_DROP = register_kind(FaultKind(
      Param("abort", bool, doc="abort the TCP connection instead of a close handshake")),
     endpoint_filter=False, stream_filter=True))
 WS_SILENCE = register_kind(FaultKind(
-    "ws_silence", "Stay connected and answer pings, but send no data frames (acks and pongs still flow).",
+    "ws_silence", "Stay connected and answer pings, but send no data frames (acks and pongs still flow); "
+    "with symbols, only those symbols' data stops (a silent topic: the subscription looks alive).",
+    (Param("symbols", list, doc="symbols whose frames (or array rows) are withheld (default: all)"),),
     endpoint_filter=False, stream_filter=True))
 WS_IGNORE_PING = register_kind(FaultKind(
     "ws_ignore_ping", "Stop answering ping frames and Bybit {\"op\":\"ping\"} requests.",
@@ -85,6 +87,37 @@ def drifted_mark(faults: FaultRegistry, venue: str, symbol: str, mark: Decimal, 
     if symbols and symbol not in symbols:
         return mark
     return round_to_step(mark * (1 + Decimal(str(fault.params["ratio"]))), tick)
+
+
+def silenced(payload: Any, fault: Fault) -> Any | None:
+    """What of ``payload`` a ``ws_silence`` fault lets through: None (nothing), or the payload itself, or an
+    array frame without the silenced symbols' rows. Without ``symbols`` the whole frame is withheld."""
+    symbols = fault.params.get("symbols")
+    if not symbols:
+        return None
+    if isinstance(payload, dict) and "stream" in payload and "data" in payload:  # Binance combined wrapper
+        inner = silenced(payload["data"], fault)
+        return None if inner is None else payload if inner is payload["data"] else {**payload, "data": inner}
+    if isinstance(payload, list):  # Binance !markPrice@arr
+        kept = [row for row in payload if _symbol_of(row) not in symbols]
+        return None if not kept else payload if len(kept) == len(payload) else kept
+    return None if _symbol_of(payload) in symbols else payload
+
+
+def _symbol_of(frame: Any) -> str | None:
+    """The symbol a frame is about: Binance ``s``, Bybit ``data.symbol`` or the ``tickers.{symbol}`` topic."""
+    if not isinstance(frame, dict):
+        return None
+    if isinstance(frame.get("s"), str):
+        return frame["s"]
+    data = frame.get("data")
+    if isinstance(data, dict) and isinstance(data.get("symbol"), str):
+        return data["symbol"]
+    if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+        names = {r.get("symbol") for r in data}
+        return names.pop() if len(names) == 1 else None
+    topic = frame.get("topic")
+    return topic.rpartition(".")[2] if isinstance(topic, str) and topic.startswith("tickers.") else None
 
 
 def malformed_frames(venue: str, payload: Any, text: str, fault: Fault) -> list[str]:

@@ -156,7 +156,7 @@ class WsHub:
             elif fault.venue in self._venues:
                 self._venues[fault.venue].on_fault(fault)
         except Exception:
-            log.exception("simulator fault action failed")
+            log.exception("simulator fault action failed", extra={"event": "simulator_fault_action_failed"})
 
     def _drop_live(self, fault: Fault) -> None:
         for conn in self.live(fault.venue):

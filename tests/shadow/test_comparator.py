@@ -221,7 +221,7 @@ def test_funding_ignore_rule_counts_separately() -> None:
     assert verdict.ignored_by_rule == {"funding-settlement": 1}
 
 
-def test_calibration_raises_the_tolerance_above_the_tick() -> None:
+def test_tolerance_is_one_tick_plus_the_calibrated_noise_floor() -> None:
     # Arrange: REST-vs-REST one round trip apart moves ~1 bp; a tick is 0.02 bp
     pairs = [("BTCUSDT", "50000.0", str(Decimal("50000.0") + Decimal(i % 6))) for i in range(200)]
     floor = calibrate(pairs, now_ms=T0, tick_ratio_by_symbol=tick_ratios(TICKS, {"BTCUSDT": "50000"}))
@@ -237,7 +237,7 @@ def test_calibration_raises_the_tolerance_above_the_tick() -> None:
     assert floor.calibration_q99_ratio == pytest.approx(5 / 50000)
     assert floor.tolerance_ratio("BTCUSDT") > floor.tick_ratio_by_symbol["BTCUSDT"]
     assert by_tick.result == "mismatch" and by_floor.result == "match"
-    assert by_floor.tolerance_ratio == pytest.approx(1e-4)
+    assert by_floor.tolerance_ratio == pytest.approx(1e-4 + 0.1 / 50000)  # one tick plus the noise floor
 
 
 def test_symbols_filter_and_junk_rest_price() -> None:
@@ -284,3 +284,24 @@ def test_value_the_websocket_shows_within_the_lag_budget_is_a_match_not_a_diverg
     c.observe("rest", batch(T0 + 3000, BTCUSDT="50900.0"), T0 + 3000)          # WS never shows it
     expired = c.advance(T0 + 13_100)  # a moved value is held up to the silence limit, to learn its lag
     assert [(s.result, s.mismatch_kind) for s in expired.samples] == [("mismatch", "price_divergence")]
+
+
+def test_a_symbol_followed_again_starts_afresh_not_silent_and_not_stale() -> None:
+    # a position opens on SOL (followed), closes (not followed), opens again minutes later: its topic is new
+    followed = {"BTCUSDT", "SOLUSDT"}
+    c = comparator(symbols=lambda: followed, max_ws_silence_seconds=2.0, max_ws_lag_seconds=1.0)
+    c.observe("ws", batch(T0, "ws", SOLUSDT="150.0"), T0)
+    assert c.observe("rest", batch(T0 + 100, SOLUSDT="150.0"), T0 + 100).samples[0].result == "match"
+    followed.discard("SOLUSDT")
+    c.observe("rest", batch(T0 + 200), T0 + 200)
+    followed.add("SOLUSDT")
+    t = T0 + 300_000
+
+    # Act: REST sees SOL again (moved) before the resubscribed topic has pushed anything
+    early = [s for i in range(10) for s in c.observe("rest", batch(t + i * 200, SOLUSDT=str(151 + i % 2)),
+                                                     t + i * 200).samples]
+    c.observe("ws", batch(t + 2100, "ws", SOLUSDT="151.0"), t + 2100)
+    later = c.observe("rest", batch(t + 2200, SOLUSDT="151.0"), t + 2200).samples
+
+    assert [s for s in early if s.result == "mismatch"] == [], "neither silent (new topic) nor the stale 150"
+    assert [s.result for s in later if s.symbol == "SOLUSDT"] == ["match"]

@@ -45,7 +45,15 @@ def test_defaults_are_pinned() -> None:
     shadow = FeedAgentConfig.model_validate({"exchanges": {"x": {"venue": "bybit"}}}).exchanges["x"].shadow
 
     assert (shadow.confidence, shadow.max_ws_silence_seconds, shadow.grace_seconds) == (0.95, 10.0, None)
-    assert (shadow.consecutive_passes_to_promote, shadow.max_examples_per_window, shadow.ignore) == (3, 1000, [])
+    assert (shadow.max_examples_per_window, shadow.ignore) == (1000, [])
+    assert (shadow.window_seconds, shadow.min_samples) == (None, None)  # sized by agent.shadow.sizing
+
+
+def test_the_unused_promotion_key_is_refused(tmp_path: Path) -> None:
+    # the promotion count is rollback.promote_after_passing_windows; a second key would be ignored
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, "exchanges:\n  x:\n    venue: bybit\n    shadow:\n      consecutive_passes_to_promote: 3\n")
+    assert "shadow.consecutive_passes_to_promote" in str(caught.value)
 
 
 def test_rules_from_yaml_drive_the_comparator(tmp_path: Path) -> None:

@@ -325,7 +325,7 @@ def test_exchanges_idle_in_the_range_are_left_out_of_the_all_exchanges_report(st
 
 
 _DATA_MAPS = {"critical", "mismatched_by_kind", "mismatches_by_kind", "ignored_by_rule", "tick_bp_by_symbol",
-              "tolerance_bp_by_symbol", "calibration_q99_bp_by_symbol"}
+              "tolerance_bp_by_symbol", "calibration_q99_bp_by_symbol", "tick_size_by_symbol", "noise_bp_by_symbol"}
 
 
 def _keys(node, found: set[str]) -> set[str]:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.shadow.model import NoiseFloor, Sample, WindowVerdict
-from agent.shadow.verdict import judge_window, next_action, verdict_rank
+from agent.shadow.verdict import judge_window, verdict_rank
 
 START, END = 1_767_229_200_000, 1_767_229_500_000
 
@@ -171,39 +171,3 @@ def test_counts_add_up(drawn: tuple[dict[str, int], int, float, float]) -> None:
                                                                       counts["ignored"])
     if verdict.verdict == "pass":
         assert verdict.samples - verdict.mismatches >= min_samples and (verdict.wilson_high or 0) <= max_ratio
-
-
-# -- next action ------------------------------------------------------------------------------------
-
-def judged(verdict: str, i: int, *, critical: dict[str, int] | None = None) -> WindowVerdict:
-    return WindowVerdict(exchange="bybit-main", window_start_ms=START + i * 300_000,
-                         window_end_ms=START + (i + 1) * 300_000,
-                         verdict=verdict, reason=f"window {i}",  # type: ignore[arg-type]
-                         samples=100, mismatches=0, ignored=0, errors=0, mismatch_ratio=0.0, wilson_low=0.0,
-                         wilson_high=0.03, max_mismatch_ratio=0.01, min_samples=50, critical=critical or {})
-
-
-def test_promote_only_after_n_consecutive_passes() -> None:
-    history = [judged("pass", 0), judged("inconclusive", 1), judged("pass", 2), judged("pass", 3)]
-
-    assert next_action(history, 3) == ("hold", "2 of 3 consecutive passing windows needed to promote")
-    assert next_action(history + [judged("pass", 4)], 3) == ("promote", "3 consecutive passing windows (3 needed)")
-
-
-def test_roll_back_on_a_failed_latest_window() -> None:
-    action, reason = next_action([judged("pass", 0), judged("fail", 1, critical={"missed_close": 1})], 1)
-
-    assert action == "roll_back" and reason == "a critical mismatch in the latest window: window 1"
-
-
-def test_hold_on_nothing_inconclusive_or_error() -> None:
-    assert next_action([], 3)[0] == "hold"
-    assert next_action([judged("pass", 0), judged("error", 1)], 1) == (
-        "hold", "the latest window was error: window 1")
-    assert next_action([judged("fail", 0), judged("inconclusive", 1)], 1)[0] == "hold"
-
-
-def test_windows_are_taken_in_time_order() -> None:
-    history = [judged("pass", 2), judged("fail", 0), judged("pass", 1)]
-
-    assert next_action(history, 2)[0] == "promote"

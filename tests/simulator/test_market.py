@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from agent.simulator.autopilot import Autopilot
 from agent.simulator.config import SimulatorConfig
 from agent.simulator.instruments import round_to_step
-from agent.simulator.market import MarketError, MarketModel
+from agent.simulator.market import BookSizeWalk, MarketError, MarketModel
 from agent.simulator.positions import PositionChange, PriceTick, position_metrics
 
 T0 = 1_700_000_000_000
@@ -229,3 +230,39 @@ def test_seq_grows_and_a_never_traded_slot_has_minus_one() -> None:
     first = market.last_seq("bybit", "ETHUSDT", 0)
     market.set_size("bybit", "ETHUSDT", "0.20")
     assert market.last_seq("bybit", "ETHUSDT", 0) > first > 0
+
+
+def test_book_sizes_stay_bounded_over_hours_of_beats() -> None:
+    # 100 ms beats for 3 hours: the sizes must stay on the qty grid and within a sane band of where
+    # they start (a walk that drifts overflows Decimal's 28 digits after ~6 minutes).
+    walk = BookSizeWalk(seed=5)
+    specs = SimulatorConfig().bybit_symbols
+    seen: set[Decimal] = set()
+    for _ in range(108_000):
+        for spec in specs:
+            bid, ask = walk.step(spec)
+        seen.add(bid)
+    assert len(seen) > 20, "the sizes still move"
+    for spec in specs:
+        bid, ask = walk.sizes(spec)
+        for size in (bid, ask):
+            assert size % spec.step == 0
+            assert spec.step <= size <= spec.step * 52 * 20, (spec.symbol, size)
+
+
+def test_book_sizes_replay_with_the_same_seed() -> None:
+    spec = SimulatorConfig().bybit_symbols[0]
+    runs = []
+    for seed in (5, 5, 6):
+        walk = BookSizeWalk(seed=seed)
+        runs.append([walk.step(spec) for _ in range(200)])
+    assert runs[0] == runs[1] != runs[2]
+
+
+def test_binance_mark_price_moves_once_per_second_bybit_every_step() -> None:
+    market = make_market(max_price_step_ratio=0.005)
+    ticks = [t for i in range(50) for t in market.step(T0 + i * 100)]  # 5 s of 100 ms steps
+    binance = Counter((t.symbol, t.ts_ms // 1000) for t in ticks if t.venue == "binance")
+    assert set(binance.values()) == {1}, "one computation per symbol per clock second"
+    assert len({second for _, second in binance}) == 5
+    assert len([t for t in ticks if t.venue == "bybit" and t.symbol == "BTCUSDT"]) >= 40

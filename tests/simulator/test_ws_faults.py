@@ -118,6 +118,27 @@ async def test_a_snapshot_lost_to_silence_comes_first_when_data_resumes(start_si
     assert first["type"] == "snapshot" and first["data"]["markPrice"] == "3480.50"
 
 
+async def test_ws_silence_of_one_symbol_is_a_silent_topic_on_both_venues(start_sim, ws_connect) -> None:
+    sim = await start_sim(**FAST_WS)
+    bybit = await _bybit_public(sim, ws_connect, "tickers.BTCUSDT", "tickers.ETHUSDT")
+    binance = await ws_connect(f"{sim.endpoints.binance.ws_market_url}/stream?streams="
+                               "btcusdt@markPrice@1s/ethusdt@markPrice@1s/!markPrice@arr@1s")
+    await bybit.recv_until(lambda m: m.get("topic") == "tickers.ETHUSDT")
+    for venue in ("bybit", "binance"):
+        sim.faults.inject(venue, "ws_silence", stream="public", symbols=["ETHUSDT"])
+    await eventually(lambda: all(sim.ws_stats()[v]["public" if v == "bybit" else "market"]["silenced_frames"] >= 3
+                                 for v in ("bybit", "binance")))
+
+    seen_bybit = [(await bybit.recv_until(lambda m: "topic" in m))["topic"] for _ in range(20)]
+    frames = [await binance.recv_until(lambda m: "stream" in m) for _ in range(12)]
+
+    assert set(seen_bybit) == {"tickers.BTCUSDT"}  # the ETH topic is subscribed, acked, and silent
+    singles = {f["stream"] for f in frames if not isinstance(f["data"], list)}
+    rows = {row["s"] for f in frames if isinstance(f["data"], list) for row in f["data"]}
+    assert singles == {"btcusdt@markPrice@1s"}
+    assert "ETHUSDT" not in rows and "BTCUSDT" in rows  # the all-market array loses the silent symbol's row
+
+
 async def test_ws_ignore_ping_leaves_json_and_frame_pings_unanswered(start_sim, ws_connect) -> None:
     sim = await start_sim(**FAST_WS)
     client = await ws_connect(sim.endpoints.bybit.ws_public_url, autoping=False)

@@ -13,15 +13,19 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 from agent.config.models import ExchangeConfig
 from agent.core.observations import MarkPriceObs, PositionObs
 from agent.exchanges.base import ApiCredentials, ResolvedEndpoints
 from agent.exchanges.binance import signing
 from agent.exchanges.binance.parse import (
-    decode_error, parse_listen_key, parse_position_risk, parse_premium_index, parse_server_time_ms,
+    decode_error, parse_exchange_info, parse_listen_key, parse_position_risk, parse_premium_index,
+    parse_server_time_ms,
 )
-from agent.exchanges.binance.urls import LISTEN_KEY_PATH, POSITION_RISK_PATH, PREMIUM_INDEX_PATH, SERVER_TIME_PATH
+from agent.exchanges.binance.urls import (
+    EXCHANGE_INFO_PATH, LISTEN_KEY_PATH, POSITION_RISK_PATH, PREMIUM_INDEX_PATH, SERVER_TIME_PATH,
+)
 from agent.exchanges.rest_base import VenueRestBase
 from agent.telemetry.metrics import Metrics
 from agent.transport.backoff import GrowingDelay
@@ -73,7 +77,7 @@ class BinanceRestApi(VenueRestBase):
 
     def __init__(self, exchange: str, config: ExchangeConfig, endpoints: ResolvedEndpoints,
                  credentials: ApiCredentials | None, metrics: Metrics, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        super().__init__(exchange, config, credentials, metrics)
+        super().__init__(exchange, config, credentials, metrics, clock)
         self._too_many_requests = GrowingDelay(initial_s=1.0, cap_s=60.0)
         self._ban = GrowingDelay(initial_s=BAN_MIN_SECONDS, cap_s=BAN_MAX_SECONDS)
         self._client = RestClient(
@@ -106,6 +110,13 @@ class BinanceRestApi(VenueRestBase):
                                             decode=lambda r: parse_premium_index(self._ok_body(r), symbols))
         self._count_malformed(result.malformed)
         return result.prices
+
+    async def _fetch_tick_sizes(self) -> dict[str, Decimal]:
+        """``PRICE_FILTER.tickSize`` of every symbol in GET /fapi/v1/exchangeInfo (weight 1)."""
+        result = await self._client.request("GET", EXCHANGE_INFO_PATH,
+                                            decode=lambda r: parse_exchange_info(self._ok_body(r)))
+        self._count_malformed(result.malformed)
+        return result.tick_sizes
 
     # -- user data stream (USER_STREAM: key header only, no signature) --------------------------
 

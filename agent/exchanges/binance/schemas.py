@@ -44,6 +44,27 @@ class BinancePremiumIndexData(msgspec.Struct, frozen=True):
     time: int = 0  # ms
 
 
+class BinanceSymbolFilter(msgspec.Struct, frozen=True):
+    """One entry of a symbol's ``filters``; only ``PRICE_FILTER`` is read."""
+
+    filterType: str = ""
+    tickSize: str = ""  # PRICE_FILTER only
+
+
+class BinanceSymbolInfo(msgspec.Struct, frozen=True):
+    """One entry of ``symbols`` in GET /fapi/v1/exchangeInfo. .../market-data/rest-api/Exchange-Information"""
+
+    symbol: str
+    status: str = ""  # TRADING | PENDING_TRADING | SETTLING | CLOSE ...
+    filters: list[BinanceSymbolFilter] = []
+
+
+class BinanceExchangeInfoMsg(msgspec.Struct, frozen=True):
+    """GET /fapi/v1/exchangeInfo; symbols stay raw so one bad entry is skipped, not the answer."""
+
+    symbols: list[msgspec.Raw] = []
+
+
 class BinanceListenKeyMsg(msgspec.Struct, frozen=True):
     """POST/PUT /fapi/v1/listenKey. .../user-data-streams/Start-User-Data-Stream"""
 

@@ -17,6 +17,7 @@ from agent.exchanges.base import ResolvedEndpoints
 SERVER_TIME_PATH = "/fapi/v1/time"
 POSITION_RISK_PATH = "/fapi/v3/positionRisk"
 PREMIUM_INDEX_PATH = "/fapi/v1/premiumIndex"
+EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 LISTEN_KEY_PATH = "/fapi/v1/listenKey"
 
 _TESTNET = ResolvedEndpoints(

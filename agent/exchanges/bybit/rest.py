@@ -10,6 +10,7 @@ retries once (in ``RestClient``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 import msgspec
 
@@ -18,10 +19,10 @@ from agent.core.observations import MarkPriceObs, PositionObs
 from agent.exchanges.base import ApiCredentials, ResolvedEndpoints
 from agent.exchanges.bybit import signing
 from agent.exchanges.bybit.parse import (
-    decode_envelope, parse_position_list, parse_server_time_ms, parse_tickers,
+    decode_envelope, parse_instruments, parse_position_list, parse_server_time_ms, parse_tickers,
 )
 from agent.exchanges.bybit.schemas import BybitEnvelope
-from agent.exchanges.bybit.urls import POSITION_LIST_PATH, SERVER_TIME_PATH, TICKERS_PATH
+from agent.exchanges.bybit.urls import INSTRUMENTS_INFO_PATH, POSITION_LIST_PATH, SERVER_TIME_PATH, TICKERS_PATH
 from agent.exchanges.rest_base import VenueRestBase
 from agent.telemetry.metrics import Metrics
 from agent.transport.backoff import GrowingDelay
@@ -43,6 +44,7 @@ IP_BAN_SECONDS = 600.0  # HTTP 403 "access too frequent": stop for at least 10 m
 RATE_LIMIT_DEFAULT_SECONDS = 1.0  # 10006 without a reset header; the window is 1 s
 RATE_LIMIT_MAX_SECONDS = 60.0  # never trust a reset header further out than this
 PAGE_LIMIT = 200
+INSTRUMENTS_PAGE_LIMIT = 1000
 MAX_PAGES = 100  # 20,000 positions; beyond that something is looping
 
 
@@ -95,7 +97,7 @@ class BybitRestApi(VenueRestBase):
 
     def __init__(self, exchange: str, config: ExchangeConfig, endpoints: ResolvedEndpoints,
                  credentials: ApiCredentials | None, metrics: Metrics, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        super().__init__(exchange, config, credentials, metrics)
+        super().__init__(exchange, config, credentials, metrics, clock)
         self._too_many_requests = GrowingDelay(initial_s=1.0, cap_s=10.0)
         self._client = RestClient(
             exchange=exchange, base_url=endpoints.rest_url, metrics=metrics, status=self.status,
@@ -146,6 +148,26 @@ class BybitRestApi(VenueRestBase):
         result = parse_tickers(envelope, symbols)
         self._count_malformed(result.malformed)
         return result.prices
+
+    async def _fetch_tick_sizes(self) -> dict[str, Decimal]:
+        """``priceFilter.tickSize`` of every instrument of the category, following ``nextPageCursor``."""
+        ticks: dict[str, Decimal] = {}
+        cursor = ""
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            params = {"category": self.config.category, "limit": INSTRUMENTS_PAGE_LIMIT, "cursor": cursor}
+            envelope = await self._client.request("GET", INSTRUMENTS_INFO_PATH, query=signing.encode_query(params),
+                                                  decode=self._envelope)
+            page = parse_instruments(envelope)
+            ticks.update(page.tick_sizes)
+            self._count_malformed(page.malformed)
+            cursor = page.next_cursor
+            if not cursor:
+                return ticks
+            if cursor in seen:
+                raise MalformedResponse(f"{self.exchange} GET {INSTRUMENTS_INFO_PATH}: nextPageCursor repeats")
+            seen.add(cursor)
+        raise MalformedResponse(f"{self.exchange} GET {INSTRUMENTS_INFO_PATH}: more than {MAX_PAGES} pages")
 
     def _signer(self, creds: ApiCredentials, query: str) -> Signer:
         recv_window_ms = self.config.rest.recv_window_ms

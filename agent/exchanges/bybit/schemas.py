@@ -68,6 +68,30 @@ class BybitTickerData(msgspec.Struct, frozen=True, rename="camel"):
     funding_rate: str = ""  # "" on dated futures
 
 
+class BybitInstrumentsResult(msgspec.Struct, frozen=True, rename="camel"):
+    """``result`` of GET /v5/market/instruments-info. https://bybit-exchange.github.io/docs/v5/market/instrument"""
+
+    category: str = ""
+    rows: list[msgspec.Raw] = msgspec.field(name="list", default_factory=list)
+    next_page_cursor: str = ""  # "" on the last page
+
+
+class BybitPriceFilter(msgspec.Struct, frozen=True, rename="camel"):
+    """``priceFilter`` of an instrument row."""
+
+    tick_size: str = ""
+    min_price: str = ""
+    max_price: str = ""
+
+
+class BybitInstrumentData(msgspec.Struct, frozen=True, rename="camel"):
+    """One linear instrument row (only what the agent reads)."""
+
+    symbol: str
+    status: str = ""  # Trading | PreLaunch | Delivering | Closed
+    price_filter: BybitPriceFilter = BybitPriceFilter()
+
+
 # -- WebSocket (https://bybit-exchange.github.io/docs/v5/ws/connect) ---------------------------------
 
 

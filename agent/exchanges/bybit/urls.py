@@ -12,6 +12,7 @@ from agent.exchanges.base import ResolvedEndpoints
 SERVER_TIME_PATH = "/v5/market/time"
 POSITION_LIST_PATH = "/v5/position/list"
 TICKERS_PATH = "/v5/market/tickers"
+INSTRUMENTS_INFO_PATH = "/v5/market/instruments-info"
 
 _ENDPOINTS: dict[str, ResolvedEndpoints] = {
     "mainnet": ResolvedEndpoints(
