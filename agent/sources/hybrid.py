@@ -170,8 +170,13 @@ class HybridSource:
         wanted = set(self._wanted_public_topics())
         current = set(self.public.topics())
         if wanted - current:
+            now = time.monotonic()  # a topic followed (again) is as fresh as its subscription, not its old data
+            for topic in wanted - current:
+                self._last_public_mono[topic] = now
             await self.public.subscribe(sorted(wanted - current))
         if current - wanted:
+            for topic in current - wanted:
+                self._last_public_mono.pop(topic, None)
             await self.public.unsubscribe(sorted(current - wanted))
             for topic in current - wanted:
                 self.venue.forget_public_topic(topic)

@@ -87,7 +87,6 @@ SCENARIOS = {"shadow, primary rest": ("shadow", "rest"), "shadow, primary ws": (
              "hybrid": ("hybrid", "rest")}
 
 
-@pytest.mark.xfail(reason="open defect: Binance ws_data_age_seconds trips a rollback on a healthy simulator (issue 12 acceptance 1 not met yet)", strict=False)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 async def test_a_healthy_venue_never_fails_a_window_and_never_rolls_back(tmp_path, scenario):
     mode, primary = SCENARIOS[scenario]
